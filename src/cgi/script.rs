@@ -1,0 +1,288 @@
+//! Script selection (RFC 3875 §3.3): which program answers a request.
+//!
+//! - An `[[app]]` answers when its route is a path-segment prefix of
+//!   `SCRIPT_NAME`; the longest route wins. If the web server sent no
+//!   `PATH_INFO`, the rest of `SCRIPT_NAME` after the route becomes
+//!   `PATH_INFO` and `SCRIPT_NAME` becomes the route (§4.1.5, §4.1.13).
+//! - Otherwise, with `[cgi_bin]`, `SCRIPT_FILENAME` (or `DOCUMENT_ROOT` +
+//!   `SCRIPT_NAME`) must name a file under the root, as with fcgiwrap:
+//!   `foo.wasm` runs as is; `foo` runs `foo.wasm` when that exists; a name
+//!   with neither is looked up one directory level higher at a time, the
+//!   remainder becoming `PATH_INFO` (a `SCRIPT_FILENAME` that still carries
+//!   path info). Apache's `proxy:fcgi://host:port` prefix is dropped.
+//!   A path with `..`, outside the root, leading out of it through a symlink,
+//!   or naming something other than a regular `.wasm` file is refused with
+//!   403; a missing one gets 404.
+//! - Anything else gets 404.
+
+use std::collections::HashMap;
+use std::ffi::OsStr;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::path::{Component, Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use crate::config::{self, Guest};
+use crate::sandbox::{self, CStrings, Engine, Program};
+
+use super::env::MetaVars;
+
+/// A loaded program with what its requests get besides the request.
+pub struct App {
+    pub name: Arc<str>,
+    pub program: Program,
+    pub guest: Guest,
+    /// `argv`: the script's name alone (RFC 3875 §4.4 search-string argv
+    /// words are not supported).
+    pub args: CStrings,
+}
+
+impl App {
+    fn load(engine: &Engine, name: &str, module: &Path, guest: &Guest) -> Result<App, sandbox::Error> {
+        let program = engine.load(module, &guest.mounts)?;
+        let mut args = CStrings::default();
+        args.push(&[module.file_name().unwrap_or(module.as_os_str()).as_bytes()]);
+        Ok(App {
+            name: name.into(),
+            program,
+            guest: guest.clone(),
+            args,
+        })
+    }
+}
+
+/// Where a request goes, decided without touching the filesystem.
+pub enum Route {
+    App(Arc<App>),
+    CgiBin,
+    NotFound,
+}
+
+/// Why a `[cgi_bin]` request is not run: the HTTP status to answer with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    Forbidden = 403,
+    NotFound = 404,
+    /// The module exists but cannot be loaded.
+    Broken = 500,
+}
+
+pub struct Router {
+    /// Longest route first.
+    apps: Vec<(String, Arc<App>)>,
+    cgi_bin: Option<CgiBin>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("app {name}: {source}")]
+pub struct LoadError {
+    name: String,
+    source: sandbox::Error,
+}
+
+impl Router {
+    /// Compiles every app, and every `.wasm` directly under the cgi-bin root.
+    pub fn load(engine: &Engine, config: &config::Config) -> Result<Router, LoadError> {
+        let mut apps = Vec::with_capacity(config.apps.len());
+        for app in &config.apps {
+            let loaded = App::load(engine, &app.name, &app.module, &app.guest).map_err(|source| LoadError {
+                name: app.name.clone(),
+                source,
+            })?;
+            apps.push((app.route.clone(), Arc::new(loaded)));
+        }
+        apps.sort_by_key(|(route, _)| std::cmp::Reverse(route.len()));
+        let cgi_bin = config.cgi_bin.as_ref().map(|c| CgiBin::load(engine, c)).transpose()?;
+        Ok(Router { apps, cgi_bin })
+    }
+
+    pub fn app_count(&self) -> usize {
+        self.apps.len() + self.cgi_bin.as_ref().map_or(0, CgiBin::cached)
+    }
+
+    /// Picks the app for `vars`, splitting SCRIPT_NAME/PATH_INFO at its route.
+    pub fn route(&self, vars: &mut MetaVars) -> Route {
+        let script = vars.get("SCRIPT_NAME").unwrap_or(b"");
+        for (route, app) in &self.apps {
+            let rest = match script.strip_prefix(route.as_bytes()) {
+                Some(_) if route == "/" => &b""[..],
+                Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+                _ => continue,
+            };
+            if vars.get("PATH_INFO").is_none() && !rest.is_empty() {
+                let rest = bytes::Bytes::copy_from_slice(rest);
+                vars.set("PATH_INFO", rest);
+                vars.set("SCRIPT_NAME", route.clone());
+            }
+            return Route::App(app.clone());
+        }
+        if self.cgi_bin.is_some() {
+            Route::CgiBin
+        } else {
+            Route::NotFound
+        }
+    }
+
+    /// Resolves a [`Route::CgiBin`] request, loading its module if needed.
+    /// Touches the filesystem: call it off the async reactor.
+    pub fn resolve_cgi_bin(&self, engine: &Engine, vars: &mut MetaVars) -> Result<Arc<App>, Refusal> {
+        self.cgi_bin.as_ref().ok_or(Refusal::NotFound)?.resolve(engine, vars)
+    }
+}
+
+/// Identity of a module file: a change of any part means it was replaced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FileId {
+    dev: u64,
+    ino: u64,
+    len: u64,
+    mtime: i64,
+    mtime_nsec: i64,
+}
+
+impl FileId {
+    fn of(meta: &std::fs::Metadata) -> FileId {
+        FileId {
+            dev: meta.dev(),
+            ino: meta.ino(),
+            len: meta.len(),
+            mtime: meta.mtime(),
+            mtime_nsec: meta.mtime_nsec(),
+        }
+    }
+}
+
+struct CgiBin {
+    /// The root as configured, and canonical: requests may name either.
+    prefix: PathBuf,
+    root: PathBuf,
+    guest: Guest,
+    /// Compiled modules by canonical path, recompiled when the file changes.
+    cache: Mutex<HashMap<PathBuf, (FileId, Arc<App>)>>,
+}
+
+impl CgiBin {
+    fn load(engine: &Engine, config: &config::CgiBin) -> Result<CgiBin, LoadError> {
+        let root = config.root.canonicalize().map_err(|e| LoadError {
+            name: "cgi_bin".into(),
+            source: sandbox::Error::Read { path: config.root.clone(), source: e },
+        })?;
+        let cgi_bin = CgiBin {
+            prefix: config.root.clone(),
+            root,
+            guest: config.guest.clone(),
+            cache: Mutex::default(),
+        };
+        let entries = std::fs::read_dir(&cgi_bin.root).map_err(|e| LoadError {
+            name: "cgi_bin".into(),
+            source: sandbox::Error::Read { path: cgi_bin.root.clone(), source: e },
+        })?;
+        for entry in entries.flatten() {
+            let path = entry.path();
+            if path.extension() == Some(OsStr::new("wasm")) && path.is_file() {
+                cgi_bin.module(engine, &path).map_err(|source| LoadError {
+                    name: format!("cgi_bin {}", path.display()),
+                    source,
+                })?;
+            }
+        }
+        Ok(cgi_bin)
+    }
+
+    fn cached(&self) -> usize {
+        self.cache.lock().map_or(0, |c| c.len())
+    }
+
+    fn resolve(&self, engine: &Engine, vars: &mut MetaVars) -> Result<Arc<App>, Refusal> {
+        let requested = script_filename(vars).ok_or(Refusal::NotFound)?;
+        if !requested.is_absolute() || requested.components().any(|c| c == Component::ParentDir) {
+            return Err(Refusal::Forbidden);
+        }
+        let base = [&self.prefix, &self.root]
+            .into_iter()
+            .find(|base| requested.starts_with(base))
+            .ok_or(Refusal::Forbidden)?;
+        // Walk up from the full path until a file is found; what was cut off
+        // is path info.
+        let mut candidate = requested.clone();
+        let (file, path_info) = loop {
+            if let Some(file) = self.existing_module(&candidate)? {
+                let path_info = requested.strip_prefix(&candidate).expect("candidate is a prefix");
+                break (file, path_info);
+            }
+            if !candidate.pop() || !candidate.starts_with(base) || candidate == *base {
+                return Err(Refusal::NotFound);
+            }
+        };
+        let real = file.canonicalize().map_err(|_| Refusal::NotFound)?;
+        if !real.starts_with(&self.root) {
+            return Err(Refusal::Forbidden);
+        }
+        let meta = std::fs::metadata(&real).map_err(|_| Refusal::NotFound)?;
+        if !meta.is_file() {
+            return Err(Refusal::Forbidden);
+        }
+        if !path_info.as_os_str().is_empty() && vars.get("PATH_INFO").is_none() {
+            let info = format!("/{}", path_info.display());
+            if let Some(name) = vars.get("SCRIPT_NAME").and_then(|s| s.strip_suffix(info.as_bytes())) {
+                let name = bytes::Bytes::copy_from_slice(name);
+                vars.set("SCRIPT_NAME", name);
+            }
+            vars.set("PATH_INFO", info);
+        }
+        vars.set("SCRIPT_FILENAME", bytes::Bytes::copy_from_slice(real.as_os_str().as_bytes()));
+        self.module(engine, &real).map_err(|e| {
+            tracing::error!(module = %real.display(), "cannot load cgi-bin module: {e}");
+            Refusal::Broken
+        })
+    }
+
+    /// `path` itself if it is a `.wasm` file, else `path.wasm` if that exists.
+    /// A path that exists but is neither is refused.
+    fn existing_module(&self, path: &Path) -> Result<Option<PathBuf>, Refusal> {
+        if path.extension() == Some(OsStr::new("wasm")) && path.symlink_metadata().is_ok() {
+            return Ok(Some(path.to_owned()));
+        }
+        let mut with_ext = path.as_os_str().to_owned();
+        with_ext.push(".wasm");
+        let with_ext = PathBuf::from(with_ext);
+        if with_ext.symlink_metadata().is_ok() {
+            return Ok(Some(with_ext));
+        }
+        match path.symlink_metadata() {
+            Ok(meta) if meta.is_dir() => Ok(None),
+            Ok(_) => Err(Refusal::Forbidden),
+            Err(_) => Ok(None),
+        }
+    }
+
+    /// The compiled module at canonical `path`, compiled now if the cache has
+    /// none or an outdated one.
+    fn module(&self, engine: &Engine, path: &Path) -> Result<Arc<App>, sandbox::Error> {
+        let meta = std::fs::metadata(path).map_err(|source| sandbox::Error::Read { path: path.into(), source })?;
+        let id = FileId::of(&meta);
+        if let Some((cached_id, app)) = self.cache.lock().expect("cache lock").get(path)
+            && *cached_id == id
+        {
+            return Ok(app.clone());
+        }
+        let name = path.file_stem().unwrap_or_default().to_string_lossy();
+        let app = Arc::new(App::load(engine, &name, path, &self.guest)?);
+        self.cache.lock().expect("cache lock").insert(path.to_owned(), (id, app.clone()));
+        Ok(app)
+    }
+}
+
+/// SCRIPT_FILENAME, or DOCUMENT_ROOT + SCRIPT_NAME, without Apache's
+/// `proxy:fcgi://host:port` prefix.
+fn script_filename(vars: &MetaVars) -> Option<PathBuf> {
+    let raw = match vars.get("SCRIPT_FILENAME") {
+        Some(f) => f.to_vec(),
+        None => [vars.get("DOCUMENT_ROOT")?, vars.get("SCRIPT_NAME")?].concat(),
+    };
+    let raw = match raw.strip_prefix(b"proxy:fcgi://") {
+        Some(rest) => &rest[rest.iter().position(|&b| b == b'/')?..],
+        None => &raw[..],
+    };
+    Some(PathBuf::from(OsStr::from_bytes(raw)))
+}

@@ -1,0 +1,431 @@
+//! Configuration: a TOML file, then `WCGID_<SECTION>__<KEY>` environment
+//! overrides, read into a raw form that rejects unknown keys, then validated
+//! into [`Config`]. Every error names the key and the bad value.
+//!
+//! `conf/wcgid.toml` is the commented reference of every key.
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::SocketAddr;
+use std::path::{Component, Path, PathBuf};
+
+use serde::Deserialize;
+
+use crate::sandbox::Mount;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("{path}: {source}")]
+    Load { path: PathBuf, source: config::ConfigError },
+    #[error("{key} = {value:?}: {why}")]
+    Invalid { key: String, value: String, why: String },
+}
+
+fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: impl Into<String>) -> Error {
+    Error::Invalid {
+        key: key.into(),
+        value: value.to_string(),
+        why: why.into(),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default, rename = "app")]
+    apps: Vec<RawApp>,
+    cgi_bin: Option<RawCgiBin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawServer {
+    listen: String,
+    socket_mode: String,
+    socket_group: Option<String>,
+    workers: usize,
+    max_connections: usize,
+}
+
+impl Default for RawServer {
+    fn default() -> Self {
+        RawServer {
+            listen: "unix:/run/wcgid/wcgid.sock".into(),
+            socket_mode: "0660".into(),
+            socket_group: None,
+            workers: 0,
+            max_connections: 1024,
+        }
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawApp {
+    name: String,
+    route: String,
+    module: PathBuf,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
+    #[serde(default)]
+    pass_http_proxy: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCgiBin {
+    root: PathBuf,
+    #[serde(default)]
+    env: BTreeMap<String, String>,
+    #[serde(default)]
+    mounts: Vec<RawMount>,
+    #[serde(default)]
+    pass_http_proxy: bool,
+}
+
+/// The guest settings shared by `[[app]]` and `[cgi_bin]` (kept as plain
+/// fields there: serde cannot deny unknown keys through `flatten`).
+struct RawGuest {
+    env: BTreeMap<String, String>,
+    mounts: Vec<RawMount>,
+    pass_http_proxy: bool,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawMount {
+    host: PathBuf,
+    guest: String,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub server: Server,
+    pub apps: Vec<App>,
+    pub cgi_bin: Option<CgiBin>,
+}
+
+#[derive(Debug, Clone)]
+pub struct Server {
+    pub listen: Listen,
+    /// Permission bits of the Unix socket.
+    pub socket_mode: u32,
+    /// Group that owns the Unix socket (name, gid).
+    pub socket_group: Option<(String, u32)>,
+    /// Guest instances running at once.
+    pub workers: usize,
+    /// FastCGI connections served at once.
+    pub max_connections: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Listen {
+    Unix(PathBuf),
+    Tcp(SocketAddr),
+}
+
+impl std::fmt::Display for Listen {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Listen::Unix(path) => write!(f, "unix:{}", path.display()),
+            Listen::Tcp(addr) => write!(f, "tcp:{addr}"),
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct App {
+    pub name: String,
+    /// Path prefix matched against SCRIPT_NAME, without a trailing slash
+    /// (except the root route `/`).
+    pub route: String,
+    pub module: PathBuf,
+    pub guest: Guest,
+}
+
+#[derive(Debug, Clone)]
+pub struct CgiBin {
+    /// The directory whose `.wasm` files are served (absolute).
+    pub root: PathBuf,
+    pub guest: Guest,
+}
+
+/// What a guest gets besides the request: extra environment, mounts, and
+/// whether `HTTP_PROXY` may reach it.
+#[derive(Debug, Clone, Default)]
+pub struct Guest {
+    pub env: Vec<(String, String)>,
+    pub mounts: Vec<Mount>,
+    pub pass_http_proxy: bool,
+}
+
+impl Config {
+    /// Reads `path` and the environment overrides, and validates the result.
+    /// Relative paths in the file are relative to the file's directory.
+    pub fn load(path: &Path) -> Result<Config, Error> {
+        let overrides: config::Map<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("WCGID_") && k.contains("__"))
+            .collect();
+        Self::load_with(path, overrides)
+    }
+
+    fn load_with(path: &Path, overrides: config::Map<String, String>) -> Result<Config, Error> {
+        let load = |source| Error::Load { path: path.into(), source };
+        let raw: Raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("WCGID")
+                    .prefix_separator("_")
+                    .separator("__")
+                    .source(Some(overrides)),
+            )
+            .build()
+            .and_then(config::Config::try_deserialize)
+            .map_err(load)?;
+        // Canonical, so that paths joined to it are absolute.
+        let base = path
+            .parent()
+            .filter(|p| !p.as_os_str().is_empty())
+            .unwrap_or(Path::new("."))
+            .canonicalize()
+            .map_err(|e| invalid("config file", path.display(), e.to_string()))?;
+        raw.validate(&base)
+    }
+}
+
+impl Raw {
+    fn validate(self, base: &Path) -> Result<Config, Error> {
+        let server = self.server.validate()?;
+        let mut names = HashSet::new();
+        let mut routes = HashSet::new();
+        let mut apps = Vec::with_capacity(self.apps.len());
+        for (i, app) in self.apps.into_iter().enumerate() {
+            let key = |field: &str| format!("app[{i}].{field}");
+            if app.name.is_empty() || !app.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+                return Err(invalid(key("name"), &app.name, "use letters, digits, '-', '_' and '.'"));
+            }
+            if !names.insert(app.name.clone()) {
+                return Err(invalid(key("name"), &app.name, "another app has this name"));
+            }
+            let route = normalize_route(&app.route).ok_or_else(|| {
+                invalid(key("route"), &app.route, "must be an absolute URL path like \"/hello\", without '..', '//' or '?'")
+            })?;
+            if !routes.insert(route.clone()) {
+                return Err(invalid(key("route"), &app.route, "another app has this route"));
+            }
+            let guest = RawGuest {
+                env: app.env,
+                mounts: app.mounts,
+                pass_http_proxy: app.pass_http_proxy,
+            };
+            apps.push(App {
+                guest: guest.validate(&key(""), base)?,
+                module: base.join(&app.module),
+                name: app.name,
+                route,
+            });
+        }
+        let cgi_bin = self
+            .cgi_bin
+            .map(|c| {
+                let root = base.join(&c.root);
+                if !root.is_dir() {
+                    return Err(invalid("cgi_bin.root", c.root.display(), "not a directory"));
+                }
+                let guest = RawGuest {
+                    env: c.env,
+                    mounts: c.mounts,
+                    pass_http_proxy: c.pass_http_proxy,
+                };
+                Ok(CgiBin {
+                    root,
+                    guest: guest.validate("cgi_bin.", base)?,
+                })
+            })
+            .transpose()?;
+        Ok(Config { server, apps, cgi_bin })
+    }
+}
+
+impl RawServer {
+    fn validate(self) -> Result<Server, Error> {
+        let listen = parse_listen(&self.listen).map_err(|why| invalid("server.listen", &self.listen, why))?;
+        let socket_mode = u32::from_str_radix(&self.socket_mode, 8)
+            .ok()
+            .filter(|m| *m <= 0o777)
+            .ok_or_else(|| invalid("server.socket_mode", &self.socket_mode, "must be octal permission bits like \"0660\""))?;
+        let socket_group = self
+            .socket_group
+            .map(|g| resolve_group(&g).map(|gid| (g.clone(), gid)).map_err(|why| invalid("server.socket_group", &g, why)))
+            .transpose()?;
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        };
+        if self.max_connections == 0 {
+            return Err(invalid("server.max_connections", 0, "must be at least 1"));
+        }
+        Ok(Server {
+            listen,
+            socket_mode,
+            socket_group,
+            workers,
+            max_connections: self.max_connections,
+        })
+    }
+}
+
+impl RawGuest {
+    /// `key` prefixes the field names in errors (`app[0].` or `cgi_bin.`).
+    fn validate(self, key: &str, base: &Path) -> Result<Guest, Error> {
+        for (name, value) in &self.env {
+            if name.is_empty() || name.contains(['=', '\0']) {
+                return Err(invalid(format!("{key}env"), name, "a variable name cannot be empty or hold '=' or NUL"));
+            }
+            if value.contains('\0') {
+                return Err(invalid(format!("{key}env.{name}"), value, "a value cannot hold NUL"));
+            }
+        }
+        let mut guests = HashSet::new();
+        let mut mounts = Vec::with_capacity(self.mounts.len());
+        for (i, m) in self.mounts.into_iter().enumerate() {
+            let guest = normalize_route(&m.guest)
+                .filter(|g| g != "/")
+                .ok_or_else(|| invalid(format!("{key}mounts[{i}].guest"), &m.guest, "must be an absolute path like \"/data\", other than \"/\""))?;
+            if !guests.insert(guest.clone()) {
+                return Err(invalid(format!("{key}mounts[{i}].guest"), &m.guest, "mounted twice"));
+            }
+            let host = base.join(&m.host);
+            if !host.is_dir() {
+                return Err(invalid(format!("{key}mounts[{i}].host"), m.host.display(), "not a directory"));
+            }
+            mounts.push(Mount { host, guest });
+        }
+        Ok(Guest {
+            env: self.env.into_iter().collect(),
+            mounts,
+            pass_http_proxy: self.pass_http_proxy,
+        })
+    }
+}
+
+fn parse_listen(s: &str) -> Result<Listen, String> {
+    if let Some(path) = s.strip_prefix("unix:") {
+        let path = PathBuf::from(path);
+        if !path.is_absolute() {
+            return Err("the socket path must be absolute".into());
+        }
+        // sun_path holds 108 bytes, NUL included.
+        if path.as_os_str().len() > 107 {
+            return Err("the socket path is longer than 107 bytes".into());
+        }
+        Ok(Listen::Unix(path))
+    } else if let Some(addr) = s.strip_prefix("tcp:") {
+        addr.parse().map(Listen::Tcp).map_err(|_| "expected tcp:IP:PORT, like tcp:127.0.0.1:9000".into())
+    } else {
+        Err("expected unix:/path/to.sock or tcp:IP:PORT".into())
+    }
+}
+
+fn resolve_group(group: &str) -> Result<u32, String> {
+    if let Ok(gid) = group.parse() {
+        return Ok(gid);
+    }
+    match nix::unistd::Group::from_name(group) {
+        Ok(Some(g)) => Ok(g.gid.as_raw()),
+        Ok(None) => Err("no such group".into()),
+        Err(e) => Err(format!("cannot look the group up: {e}")),
+    }
+}
+
+/// `/a/b` from `/a/b/`; `None` for anything but a clean absolute path.
+fn normalize_route(route: &str) -> Option<String> {
+    let trimmed = match route.trim_end_matches('/') {
+        "" => "/",
+        t => t,
+    };
+    let clean = route.starts_with('/')
+        && !trimmed.contains("//")
+        && !trimmed.contains(['?', '#', '\0'])
+        && Path::new(trimmed).components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+    clean.then(|| trimmed.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
+        let dir = std::env::temp_dir().join(format!("wcgid-config-{}-{:?}", std::process::id(), std::thread::current().id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("wcgid.toml");
+        std::fs::write(&path, toml).unwrap();
+        let overrides = env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        Config::load_with(&path, overrides)
+    }
+
+    fn err(toml: &str) -> String {
+        load(toml, &[]).unwrap_err().to_string()
+    }
+
+    #[test]
+    fn the_reference_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wcgid.toml");
+        let config = Config::load_with(&path, Default::default()).unwrap();
+        assert!(config.apps.iter().any(|a| a.name == "hello" && a.route == "/hello"));
+    }
+
+    #[test]
+    fn defaults() {
+        let c = load("", &[]).unwrap();
+        assert_eq!(c.server.listen, Listen::Unix("/run/wcgid/wcgid.sock".into()));
+        assert_eq!(c.server.socket_mode, 0o660);
+        assert!(c.server.workers >= 1);
+        assert!(c.apps.is_empty() && c.cgi_bin.is_none());
+    }
+
+    #[test]
+    fn unknown_keys_are_errors() {
+        assert!(err("[server]\nlisten = \"tcp:127.0.0.1:9\"\nlisten_typo = 1\n").contains("listen_typo"));
+        assert!(err("[nope]\n").contains("nope"));
+        assert!(err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nenvv={}\n").contains("envv"));
+    }
+
+    #[test]
+    fn errors_name_key_and_value() {
+        let e = err("[server]\nsocket_mode = \"999\"\n");
+        assert!(e.contains("server.socket_mode") && e.contains("999"), "{e}");
+        let e = err("[server]\nlisten = \"udp:1.2.3.4:5\"\n");
+        assert!(e.contains("server.listen") && e.contains("udp:1.2.3.4:5"), "{e}");
+        let e = err("[[app]]\nname=\"a\"\nroute=\"/a/../b\"\nmodule=\"a.wasm\"\n");
+        assert!(e.contains("app[0].route") && e.contains("/a/../b"), "{e}");
+        let e = err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[[app]]\nname=\"a\"\nroute=\"/b\"\nmodule=\"b.wasm\"\n");
+        assert!(e.contains("app[1].name"), "{e}");
+        let e = err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\"/nonexistent-dir\", guest=\"/d\"}]\n");
+        assert!(e.contains("app[0].mounts[0].host") && e.contains("/nonexistent-dir"), "{e}");
+        let e = err("[cgi_bin]\nroot = \"/nonexistent-cgi-bin\"\n");
+        assert!(e.contains("cgi_bin.root"), "{e}");
+    }
+
+    #[test]
+    fn environment_overrides_scalars() {
+        let c = load("[server]\nlisten = \"unix:/tmp/a.sock\"\n", &[("WCGID_SERVER__LISTEN", "tcp:127.0.0.1:9000"), ("WCGID_SERVER__WORKERS", "3")]).unwrap();
+        assert_eq!(c.server.listen, Listen::Tcp("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.server.workers, 3);
+        let e = load("", &[("WCGID_SERVER__LISTN", "x")]).unwrap_err().to_string();
+        assert!(e.contains("listn"), "{e}");
+    }
+
+    #[test]
+    fn routes_and_relative_paths() {
+        let c = load("[[app]]\nname=\"a\"\nroute=\"/a/\"\nmodule=\"m/a.wasm\"\n[[app]]\nname=\"root\"\nroute=\"/\"\nmodule=\"/abs.wasm\"\n", &[]).unwrap();
+        assert_eq!(c.apps[0].route, "/a");
+        assert!(c.apps[0].module.ends_with("m/a.wasm") && c.apps[0].module.is_absolute());
+        assert_eq!(c.apps[1].route, "/");
+        assert_eq!(c.apps[1].module, PathBuf::from("/abs.wasm"));
+    }
+}

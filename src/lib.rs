@@ -1,0 +1,23 @@
+//! wcgid runs WASI CGI programs behind nginx or Apache: a FastCGI responder
+//! on a Unix socket that gives every request a fresh Wasm instance.
+//!
+//! # Layout
+//! A request flows through the modules in this order:
+//!
+//! - [`listener`]: the Unix or TCP socket and the accept loop;
+//! - [`fastcgi`]: FastCGI records in and out, one request per connection at a
+//!   time (FastCGI 1.0);
+//! - [`cgi`]: which program runs, its RFC 3875 environment and body, and its
+//!   output checked and rewritten as a CGI response;
+//! - [`sandbox`]: the compiled module, a fresh instance per request and the
+//!   WASI host functions it calls.
+//!
+//! Beside them: [`config`] reads and validates the configuration, [`cli`] is
+//! the command line.
+
+pub mod cgi;
+pub mod cli;
+pub mod config;
+pub mod fastcgi;
+pub mod listener;
+pub mod sandbox;

@@ -1,0 +1,257 @@
+//! WASI preview1 (`wasi_snapshot_preview1`) as CGI programs use it: args,
+//! environ, stdio, clocks, random, proc_exit, read-only preopened directories
+//! and `poll_oneoff` for sleeping. Calls that would change the filesystem
+//! answer EROFS; sockets answer ENOTSOCK. Types and layouts follow
+//! `typenames.witx` of the WASI snapshot (as in wasi-libc's `wasi/api.h`).
+//!
+//! Only the functions a module imports are created, per request, from a name
+//! list resolved and type-checked once at load.
+
+mod fs;
+mod funcs;
+
+use std::sync::Arc;
+
+use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
+
+use super::{CStrings, Program, Stdio};
+pub use fs::Preopen;
+
+const NAMESPACE: &str = "wasi_snapshot_preview1";
+
+/// How a guest's run ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// `_start` returned (0) or the guest called `proc_exit`.
+    Exit(u32),
+    /// The guest trapped, or could not be instantiated; the message says why.
+    Trap(String),
+}
+
+/// `proc_exit` unwinds the guest with this error.
+#[derive(Debug, thiserror::Error)]
+#[error("guest exited with {0}")]
+struct ExitCode(u32);
+
+/// A WASI error number (`errno` in typenames.witx).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Errno(u16);
+
+impl Errno {
+    pub const SUCCESS: Errno = Errno(0);
+    pub const ACCES: Errno = Errno(2);
+    pub const AGAIN: Errno = Errno(6);
+    pub const BADF: Errno = Errno(8);
+    pub const EXIST: Errno = Errno(20);
+    pub const FAULT: Errno = Errno(21);
+    pub const INVAL: Errno = Errno(28);
+    pub const IO: Errno = Errno(29);
+    pub const ISDIR: Errno = Errno(31);
+    pub const LOOP: Errno = Errno(32);
+    pub const MFILE: Errno = Errno(33);
+    pub const NAMETOOLONG: Errno = Errno(37);
+    pub const NOENT: Errno = Errno(44);
+    pub const NOMEM: Errno = Errno(48);
+    pub const NOSYS: Errno = Errno(52);
+    pub const NOTDIR: Errno = Errno(54);
+    pub const NOTEMPTY: Errno = Errno(55);
+    pub const NOTSOCK: Errno = Errno(57);
+    pub const OVERFLOW: Errno = Errno(61);
+    pub const PERM: Errno = Errno(63);
+    pub const PIPE: Errno = Errno(64);
+    pub const ROFS: Errno = Errno(69);
+    pub const SPIPE: Errno = Errno(70);
+}
+
+type Result<T> = std::result::Result<T, Errno>;
+
+/// Per-request state behind every host function.
+pub struct Host<S> {
+    memory: Option<Memory>,
+    args: CStrings,
+    env: CStrings,
+    /// Taken back by [`run`] when the guest is done.
+    io: Option<S>,
+    fds: fs::FdTable,
+    /// Reused buffer for copies between guest memory and the host.
+    scratch: Vec<u8>,
+}
+
+impl<S: Stdio> Host<S> {
+    fn io(&mut self) -> &mut S {
+        self.io.as_mut().expect("stdio is present until the run ends")
+    }
+}
+
+/// Resolves a module's imports against our WASI functions and checks their
+/// types and the module's exports, so that instantiation per request cannot
+/// fail to link.
+pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result::Result<Vec<String>, String> {
+    let mut store = Store::new(engine.clone());
+    let env = FunctionEnv::new(&mut store, Host::new(CStrings::default(), CStrings::default(), NoStdio, Arc::new([])));
+    let mut names = Vec::new();
+    for import in module.imports() {
+        let (ns, name) = (import.module(), import.name());
+        let wasmer::ExternType::Function(wanted) = import.ty() else {
+            return Err(format!("it imports {ns}::{name}, which is not a function; wcgid provides only WASI functions"));
+        };
+        if ns != NAMESPACE {
+            return Err(format!("it imports {ns}::{name}; wcgid provides only {NAMESPACE}"));
+        }
+        let Some(func) = funcs::host_function(name, &mut store, &env) else {
+            return Err(format!("it imports {NAMESPACE}::{name}, which is not a WASI preview1 function"));
+        };
+        let have = func.ty(&store);
+        if &have != wanted {
+            return Err(format!("it imports {NAMESPACE}::{name} as {wanted}, but WASI defines it as {have}"));
+        }
+        names.push(name.to_owned());
+    }
+    let exports_start = module
+        .exports()
+        .any(|e| e.name() == "_start" && matches!(e.ty(), wasmer::ExternType::Function(f) if f.params().is_empty() && f.results().is_empty()));
+    if !exports_start {
+        return Err("it does not export `_start` as a function; a CGI program must be a WASI command".into());
+    }
+    if !module.exports().any(|e| e.name() == "memory" && matches!(e.ty(), wasmer::ExternType::Memory(_))) {
+        return Err("it does not export its memory as `memory`".into());
+    }
+    Ok(names)
+}
+
+/// Instantiates `program` in a new store and runs `_start` to the end.
+pub fn run<S: Stdio>(program: &Program, args: CStrings, env: CStrings, stdio: S) -> (Outcome, S) {
+    let mut store = Store::new(program.engine.clone());
+    let host = FunctionEnv::new(&mut store, Host::new(args, env, stdio, program.preopens.clone()));
+    let outcome = instantiate_and_start(program, &mut store, &host);
+    let host = host.as_mut(&mut store);
+    if let Err(e) = host.io().flush() {
+        tracing::debug!("final stdout flush failed: {e}");
+    }
+    let stdio = host.io.take().expect("stdio is present until the run ends");
+    (outcome, stdio)
+}
+
+fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &FunctionEnv<Host<S>>) -> Outcome {
+    let externs: Vec<Extern> = program
+        .imports
+        .iter()
+        .map(|name| funcs::host_function(name, store, host).expect("resolved at load").into())
+        .collect();
+    let instance = match Instance::new_by_index(store, &program.module, &externs) {
+        Ok(instance) => instance,
+        Err(e) => return Outcome::Trap(format!("instantiation failed: {e}")),
+    };
+    let (Ok(memory), Ok(start)) = (
+        instance.exports.get_memory("memory"),
+        instance.exports.get_typed_function::<(), ()>(store, "_start"),
+    ) else {
+        return Outcome::Trap("exports changed since load".into());
+    };
+    host.as_mut(store).memory = Some(memory.clone());
+    match start.call(store) {
+        Ok(()) => Outcome::Exit(0),
+        Err(e) => match e.downcast::<ExitCode>() {
+            Ok(ExitCode(code)) => Outcome::Exit(code),
+            Err(e) => Outcome::Trap(e.message()),
+        },
+    }
+}
+
+impl<S: Stdio> Host<S> {
+    fn new(args: CStrings, env: CStrings, io: S, preopens: Arc<[Preopen]>) -> Self {
+        Host {
+            memory: None,
+            args,
+            env,
+            io: Some(io),
+            fds: fs::FdTable::new(preopens),
+            scratch: Vec::new(),
+        }
+    }
+}
+
+/// Runs `f` with the host state and a view of the guest's memory, and turns
+/// its result into the errno the guest receives.
+fn with_memory<S: Stdio>(
+    mut env: FunctionEnvMut<Host<S>>,
+    f: impl FnOnce(&mut Host<S>, &MemoryView) -> Result<()>,
+) -> i32 {
+    let (host, store) = env.data_and_store_mut();
+    let Some(memory) = host.memory.clone() else {
+        return i32::from(Errno::FAULT.0);
+    };
+    let view = memory.view(&store);
+    match f(host, &view) {
+        Ok(()) => 0,
+        Err(Errno(e)) => i32::from(e),
+    }
+}
+
+/// Guest pointers and lengths arrive as i32 and are unsigned in WASI.
+fn addr(ptr: i32) -> u64 {
+    u64::from(ptr as u32)
+}
+
+fn read_bytes<const N: usize>(mem: &MemoryView, ptr: u64) -> Result<[u8; N]> {
+    let mut buf = [0u8; N];
+    mem.read(ptr, &mut buf).map_err(|_| Errno::FAULT)?;
+    Ok(buf)
+}
+
+fn write_bytes(mem: &MemoryView, ptr: u64, bytes: &[u8]) -> Result<()> {
+    mem.write(ptr, bytes).map_err(|_| Errno::FAULT)
+}
+
+fn write_u32(mem: &MemoryView, ptr: i32, value: u32) -> Result<()> {
+    write_bytes(mem, addr(ptr), &value.to_le_bytes())
+}
+
+fn write_u64(mem: &MemoryView, ptr: i32, value: u64) -> Result<()> {
+    write_bytes(mem, addr(ptr), &value.to_le_bytes())
+}
+
+/// A guest's (c)iovec array: (pointer, length) pairs, at most IOV_MAX of them.
+fn iovecs(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<(u64, usize)>> {
+    let len = len as u32;
+    if len > 1024 {
+        return Err(Errno::INVAL);
+    }
+    let mut raw = vec![0u8; len as usize * 8];
+    mem.read(addr(ptr), &mut raw).map_err(|_| Errno::FAULT)?;
+    Ok(raw
+        .chunks_exact(8)
+        .map(|c| {
+            let base = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
+            let len = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
+            (u64::from(base), len as usize)
+        })
+        .collect())
+}
+
+/// A guest string argument (a path), as bytes.
+fn read_path(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<u8>> {
+    let len = len as u32 as usize;
+    if len > 4096 {
+        return Err(Errno::NAMETOOLONG);
+    }
+    let mut buf = vec![0u8; len];
+    mem.read(addr(ptr), &mut buf).map_err(|_| Errno::FAULT)?;
+    Ok(buf)
+}
+
+/// The stand-in stdio used to type-check host functions at load.
+struct NoStdio;
+
+impl Stdio for NoStdio {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn log(&mut self, _: &[u8]) {}
+}
