@@ -21,7 +21,11 @@ const MAX_PARAMS_BYTES: usize = 1 << 20;
 const MAX_PARAMS: usize = 10_000;
 
 #[derive(Parser)]
-#[command(name = "wcgid", version, about = "Runs WASI CGI programs behind nginx or Apache over FastCGI")]
+#[command(
+    name = "wcgid",
+    version,
+    about = "Runs WASI CGI programs behind nginx or Apache over FastCGI"
+)]
 struct Cli {
     /// Configuration file.
     #[arg(short, long, global = true, default_value = "/etc/wcgid/wcgid.toml")]
@@ -58,7 +62,11 @@ pub fn main() -> ExitCode {
     };
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => {
-            println!("{}: configuration valid, {} module(s) compiled", cli.config.display(), router.app_count());
+            println!(
+                "{}: configuration valid, {} module(s) compiled",
+                cli.config.display(),
+                router.app_count()
+            );
             ExitCode::SUCCESS
         }
         Command::Serve => match serve(config, engine, router) {

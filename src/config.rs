@@ -174,7 +174,10 @@ impl Config {
     }
 
     fn load_with(path: &Path, overrides: config::Map<String, String>) -> Result<Config, Error> {
-        let load = |source| Error::Load { path: path.into(), source };
+        let load = |source| Error::Load {
+            path: path.into(),
+            source,
+        };
         let raw: Raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
@@ -205,14 +208,23 @@ impl Raw {
         let mut apps = Vec::with_capacity(self.apps.len());
         for (i, app) in self.apps.into_iter().enumerate() {
             let key = |field: &str| format!("app[{i}].{field}");
-            if app.name.is_empty() || !app.name.bytes().all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b)) {
+            if app.name.is_empty()
+                || !app
+                    .name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+            {
                 return Err(invalid(key("name"), &app.name, "use letters, digits, '-', '_' and '.'"));
             }
             if !names.insert(app.name.clone()) {
                 return Err(invalid(key("name"), &app.name, "another app has this name"));
             }
             let route = normalize_route(&app.route).ok_or_else(|| {
-                invalid(key("route"), &app.route, "must be an absolute URL path like \"/hello\", without '..', '//' or '?'")
+                invalid(
+                    key("route"),
+                    &app.route,
+                    "must be an absolute URL path like \"/hello\", without '..', '//' or '?'",
+                )
             })?;
             if !routes.insert(route.clone()) {
                 return Err(invalid(key("route"), &app.route, "another app has this route"));
@@ -257,10 +269,20 @@ impl RawServer {
         let socket_mode = u32::from_str_radix(&self.socket_mode, 8)
             .ok()
             .filter(|m| *m <= 0o777)
-            .ok_or_else(|| invalid("server.socket_mode", &self.socket_mode, "must be octal permission bits like \"0660\""))?;
+            .ok_or_else(|| {
+                invalid(
+                    "server.socket_mode",
+                    &self.socket_mode,
+                    "must be octal permission bits like \"0660\"",
+                )
+            })?;
         let socket_group = self
             .socket_group
-            .map(|g| resolve_group(&g).map(|gid| (g.clone(), gid)).map_err(|why| invalid("server.socket_group", &g, why)))
+            .map(|g| {
+                resolve_group(&g)
+                    .map(|gid| (g.clone(), gid))
+                    .map_err(|why| invalid("server.socket_group", &g, why))
+            })
             .transpose()?;
         let workers = match self.workers {
             0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
@@ -284,7 +306,11 @@ impl RawGuest {
     fn validate(self, key: &str, base: &Path) -> Result<Guest, Error> {
         for (name, value) in &self.env {
             if name.is_empty() || name.contains(['=', '\0']) {
-                return Err(invalid(format!("{key}env"), name, "a variable name cannot be empty or hold '=' or NUL"));
+                return Err(invalid(
+                    format!("{key}env"),
+                    name,
+                    "a variable name cannot be empty or hold '=' or NUL",
+                ));
             }
             if value.contains('\0') {
                 return Err(invalid(format!("{key}env.{name}"), value, "a value cannot hold NUL"));
@@ -293,15 +319,23 @@ impl RawGuest {
         let mut guests = HashSet::new();
         let mut mounts = Vec::with_capacity(self.mounts.len());
         for (i, m) in self.mounts.into_iter().enumerate() {
-            let guest = normalize_route(&m.guest)
-                .filter(|g| g != "/")
-                .ok_or_else(|| invalid(format!("{key}mounts[{i}].guest"), &m.guest, "must be an absolute path like \"/data\", other than \"/\""))?;
+            let guest = normalize_route(&m.guest).filter(|g| g != "/").ok_or_else(|| {
+                invalid(
+                    format!("{key}mounts[{i}].guest"),
+                    &m.guest,
+                    "must be an absolute path like \"/data\", other than \"/\"",
+                )
+            })?;
             if !guests.insert(guest.clone()) {
                 return Err(invalid(format!("{key}mounts[{i}].guest"), &m.guest, "mounted twice"));
             }
             let host = base.join(&m.host);
             if !host.is_dir() {
-                return Err(invalid(format!("{key}mounts[{i}].host"), m.host.display(), "not a directory"));
+                return Err(invalid(
+                    format!("{key}mounts[{i}].host"),
+                    m.host.display(),
+                    "not a directory",
+                ));
             }
             mounts.push(Mount { host, guest });
         }
@@ -325,7 +359,9 @@ fn parse_listen(s: &str) -> Result<Listen, String> {
         }
         Ok(Listen::Unix(path))
     } else if let Some(addr) = s.strip_prefix("tcp:") {
-        addr.parse().map(Listen::Tcp).map_err(|_| "expected tcp:IP:PORT, like tcp:127.0.0.1:9000".into())
+        addr.parse()
+            .map(Listen::Tcp)
+            .map_err(|_| "expected tcp:IP:PORT, like tcp:127.0.0.1:9000".into())
     } else {
         Err("expected unix:/path/to.sock or tcp:IP:PORT".into())
     }
@@ -351,7 +387,9 @@ fn normalize_route(route: &str) -> Option<String> {
     let clean = route.starts_with('/')
         && !trimmed.contains("//")
         && !trimmed.contains(['?', '#', '\0'])
-        && Path::new(trimmed).components().all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
+        && Path::new(trimmed)
+            .components()
+            .all(|c| matches!(c, Component::RootDir | Component::Normal(_)));
     clean.then(|| trimmed.to_owned())
 }
 
@@ -360,7 +398,11 @@ mod tests {
     use super::*;
 
     fn load(toml: &str, env: &[(&str, &str)]) -> Result<Config, Error> {
-        let dir = std::env::temp_dir().join(format!("wcgid-config-{}-{:?}", std::process::id(), std::thread::current().id()));
+        let dir = std::env::temp_dir().join(format!(
+            "wcgid-config-{}-{:?}",
+            std::process::id(),
+            std::thread::current().id()
+        ));
         std::fs::create_dir_all(&dir).unwrap();
         let path = dir.join("wcgid.toml");
         std::fs::write(&path, toml).unwrap();
@@ -403,17 +445,31 @@ mod tests {
         assert!(e.contains("server.listen") && e.contains("udp:1.2.3.4:5"), "{e}");
         let e = err("[[app]]\nname=\"a\"\nroute=\"/a/../b\"\nmodule=\"a.wasm\"\n");
         assert!(e.contains("app[0].route") && e.contains("/a/../b"), "{e}");
-        let e = err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[[app]]\nname=\"a\"\nroute=\"/b\"\nmodule=\"b.wasm\"\n");
+        let e = err(
+            "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[[app]]\nname=\"a\"\nroute=\"/b\"\nmodule=\"b.wasm\"\n",
+        );
         assert!(e.contains("app[1].name"), "{e}");
-        let e = err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\"/nonexistent-dir\", guest=\"/d\"}]\n");
-        assert!(e.contains("app[0].mounts[0].host") && e.contains("/nonexistent-dir"), "{e}");
+        let e = err(
+            "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\"/nonexistent-dir\", guest=\"/d\"}]\n",
+        );
+        assert!(
+            e.contains("app[0].mounts[0].host") && e.contains("/nonexistent-dir"),
+            "{e}"
+        );
         let e = err("[cgi_bin]\nroot = \"/nonexistent-cgi-bin\"\n");
         assert!(e.contains("cgi_bin.root"), "{e}");
     }
 
     #[test]
     fn environment_overrides_scalars() {
-        let c = load("[server]\nlisten = \"unix:/tmp/a.sock\"\n", &[("WCGID_SERVER__LISTEN", "tcp:127.0.0.1:9000"), ("WCGID_SERVER__WORKERS", "3")]).unwrap();
+        let c = load(
+            "[server]\nlisten = \"unix:/tmp/a.sock\"\n",
+            &[
+                ("WCGID_SERVER__LISTEN", "tcp:127.0.0.1:9000"),
+                ("WCGID_SERVER__WORKERS", "3"),
+            ],
+        )
+        .unwrap();
         assert_eq!(c.server.listen, Listen::Tcp("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(c.server.workers, 3);
         let e = load("", &[("WCGID_SERVER__LISTN", "x")]).unwrap_err().to_string();

@@ -86,7 +86,8 @@ impl MetaVars {
     pub fn to_env(&self, pass_http_proxy: bool) -> CStrings {
         let mut env = CStrings::default();
         for (name, value) in &self.vars {
-            if name.is_empty() || name.contains(&b'=') || (!pass_http_proxy && name.eq_ignore_ascii_case(b"HTTP_PROXY")) {
+            if name.is_empty() || name.contains(&b'=') || (!pass_http_proxy && name.eq_ignore_ascii_case(b"HTTP_PROXY"))
+            {
                 continue;
             }
             // A NUL makes `push` refuse the pair; nothing else to do with it.
@@ -109,7 +110,10 @@ mod tests {
     }
 
     fn env_of(m: &MetaVars, pass_proxy: bool) -> Vec<String> {
-        m.to_env(pass_proxy).iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect()
+        m.to_env(pass_proxy)
+            .iter()
+            .map(|s| String::from_utf8_lossy(s).into_owned())
+            .collect()
     }
 
     #[test]
@@ -136,7 +140,11 @@ mod tests {
 
     #[test]
     fn httpoxy_is_dropped_unless_allowed() {
-        let m = meta(&[("HTTP_PROXY", b"http://evil/"), ("http_proxy", b"x"), ("HTTP_HOST", b"a")]);
+        let m = meta(&[
+            ("HTTP_PROXY", b"http://evil/"),
+            ("http_proxy", b"x"),
+            ("HTTP_HOST", b"a"),
+        ]);
         let env = env_of(&m, false);
         assert!(!env.iter().any(|e| e.to_ascii_uppercase().starts_with("HTTP_PROXY")));
         assert!(env.contains(&"HTTP_HOST=a".to_string()));
@@ -145,7 +153,12 @@ mod tests {
 
     #[test]
     fn unrepresentable_pairs_are_dropped_and_others_pass_verbatim() {
-        let m = meta(&[("A=B", b"1"), ("NUL", b"a\0b"), ("Mixed_Case", b"\xff\r\n"), ("K", b"v=w")]);
+        let m = meta(&[
+            ("A=B", b"1"),
+            ("NUL", b"a\0b"),
+            ("Mixed_Case", b"\xff\r\n"),
+            ("K", b"v=w"),
+        ]);
         let env: Vec<Vec<u8>> = m.to_env(false).iter().map(<[u8]>::to_vec).collect();
         assert!(env.contains(&b"Mixed_Case=\xff\r\n".to_vec()));
         assert!(env.contains(&b"K=v=w".to_vec()));

@@ -66,7 +66,11 @@ impl fastcgi::Handler for Gateway {
         // RFC 3875 §4.1.2: CONTENT_LENGTH = 1*digit.
         let content_length = match vars.get("CONTENT_LENGTH") {
             None => None,
-            Some(len) => match std::str::from_utf8(len).ok().filter(|l| l.bytes().all(|b| b.is_ascii_digit())).and_then(|l| l.parse().ok()) {
+            Some(len) => match std::str::from_utf8(len)
+                .ok()
+                .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
+                .and_then(|l| l.parse().ok())
+            {
                 Some(len) => Some(len),
                 None => return Self::complete(400),
             },
@@ -193,7 +197,9 @@ impl Body {
                 None => return 0,
             }
         }
-        let limit = self.remaining.map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX));
+        let limit = self
+            .remaining
+            .map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX));
         let n = buf.len().min(self.chunk.len()).min(limit);
         buf[..n].copy_from_slice(&self.chunk.split_to(n));
         if let Some(r) = &mut self.remaining {
@@ -238,13 +244,22 @@ impl StderrLog {
         }
         if before < MAX_STDERR && self.total >= MAX_STDERR {
             self.emit();
-            tracing::warn!(app = &*self.app, req = self.req, "guest stderr reached {MAX_STDERR} bytes; the rest is not logged");
+            tracing::warn!(
+                app = &*self.app,
+                req = self.req,
+                "guest stderr reached {MAX_STDERR} bytes; the rest is not logged"
+            );
         }
     }
 
     fn emit(&mut self) {
         if !self.line.is_empty() {
-            tracing::warn!(app = &*self.app, req = self.req, "stderr: {}", String::from_utf8_lossy(&self.line));
+            tracing::warn!(
+                app = &*self.app,
+                req = self.req,
+                "stderr: {}",
+                String::from_utf8_lossy(&self.line)
+            );
             self.line.clear();
         }
     }
@@ -252,7 +267,12 @@ impl StderrLog {
     fn finish(mut self) {
         self.emit();
         if self.total > MAX_STDERR {
-            tracing::warn!(app = &*self.app, req = self.req, "guest wrote {} stderr bytes in all", self.total);
+            tracing::warn!(
+                app = &*self.app,
+                req = self.req,
+                "guest wrote {} stderr bytes in all",
+                self.total
+            );
         }
     }
 }

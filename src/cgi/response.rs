@@ -76,7 +76,10 @@ pub fn normalize_head(block: &[u8], out: &mut BytesMut) -> Result<u16, HeadError
     for (i, line) in block.split(|&b| b == b'\n').enumerate() {
         let number = i + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        let colon = line.iter().position(|&b| b == b':').ok_or(HeadError::NotAField(number))?;
+        let colon = line
+            .iter()
+            .position(|&b| b == b':')
+            .ok_or(HeadError::NotAField(number))?;
         let (name, value) = (&line[..colon], trim(&line[colon + 1..]));
         if name.is_empty() || !name.iter().all(|&b| is_tchar(b)) {
             return Err(HeadError::NotAField(number));
@@ -183,7 +186,10 @@ pub fn error_page(code: u16) -> Bytes {
 
 enum State {
     /// Collecting the header block; `scanned` bytes hold no blank line.
-    Head { buf: BytesMut, scanned: usize },
+    Head {
+        buf: BytesMut,
+        scanned: usize,
+    },
     Body,
     Failed(HeadError),
 }
@@ -324,7 +330,10 @@ mod tests {
 
     #[test]
     fn document_response_gets_an_explicit_status() {
-        assert_eq!(norm(b"Content-Type: text/plain\r\n").unwrap(), "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n");
+        assert_eq!(
+            norm(b"Content-Type: text/plain\r\n").unwrap(),
+            "Status: 200 OK\r\nContent-Type: text/plain\r\n\r\n"
+        );
     }
 
     #[test]
@@ -341,8 +350,19 @@ mod tests {
             norm(b"Status: 404 Not Found\nContent-Type: text/plain\n").unwrap(),
             "Status: 404 Not Found\r\nContent-Type: text/plain\r\n\r\n"
         );
-        assert!(norm(b"Status: 418\n").unwrap().starts_with("Status: 418 I'm a teapot\r\n"));
-        for bad in [&b"Status: abc\n"[..], b"Status: 99\n", b"Status: 1000\n", b"Status: 600\n", b"Status:\n", b"Status: 20x\n"] {
+        assert!(
+            norm(b"Status: 418\n")
+                .unwrap()
+                .starts_with("Status: 418 I'm a teapot\r\n")
+        );
+        for bad in [
+            &b"Status: abc\n"[..],
+            b"Status: 99\n",
+            b"Status: 1000\n",
+            b"Status: 600\n",
+            b"Status:\n",
+            b"Status: 20x\n",
+        ] {
             assert_eq!(norm(bad), Err(HeadError::BadStatus), "{}", String::from_utf8_lossy(bad));
         }
         assert_eq!(norm(b"Status: 200\nStatus: 404\n"), Err(HeadError::TwoStatus));
@@ -350,10 +370,20 @@ mod tests {
 
     #[test]
     fn redirects_become_302() {
-        assert_eq!(norm(b"Location: http://x/y\n").unwrap(), "Status: 302 Found\r\nLocation: http://x/y\r\n\r\n");
-        assert_eq!(norm(b"Location: /local?q\n").unwrap(), "Status: 302 Found\r\nLocation: /local?q\r\n\r\n");
+        assert_eq!(
+            norm(b"Location: http://x/y\n").unwrap(),
+            "Status: 302 Found\r\nLocation: http://x/y\r\n\r\n"
+        );
+        assert_eq!(
+            norm(b"Location: /local?q\n").unwrap(),
+            "Status: 302 Found\r\nLocation: /local?q\r\n\r\n"
+        );
         // Redirect with document: the script's Status stands.
-        assert!(norm(b"Status: 301 Moved\nLocation: /a\nContent-Type: text/html\n").unwrap().starts_with("Status: 301 Moved\r\n"));
+        assert!(
+            norm(b"Status: 301 Moved\nLocation: /a\nContent-Type: text/html\n")
+                .unwrap()
+                .starts_with("Status: 301 Moved\r\n")
+        );
     }
 
     #[test]
@@ -410,7 +440,10 @@ mod tests {
         for cut in 0..response.len() {
             let (out, err) = run_writer(&[&response[..cut], &response[cut..]], false);
             assert_eq!(err, None, "cut {cut}");
-            assert_eq!(out, b"Status: 200 OK\r\nContent-Type: t\r\nX: y\r\n\r\nbody", "cut {cut}");
+            assert_eq!(
+                out, b"Status: 200 OK\r\nContent-Type: t\r\nX: y\r\n\r\nbody",
+                "cut {cut}"
+            );
         }
     }
 
@@ -423,9 +456,15 @@ mod tests {
     #[test]
     fn failures_are_reported() {
         assert_eq!(run_writer(&[], false).1, Some(HeadError::NoOutput));
-        assert_eq!(run_writer(&[b"Content-Type: t\r\n"], false).1, Some(HeadError::Unterminated));
+        assert_eq!(
+            run_writer(&[b"Content-Type: t\r\n"], false).1,
+            Some(HeadError::Unterminated)
+        );
         assert_eq!(run_writer(&[b"\r\nbody"], false).1, Some(HeadError::Empty));
-        assert_eq!(run_writer(&[&vec![b'a'; MAX_HEAD + 10]], false).1, Some(HeadError::TooLarge));
+        assert_eq!(
+            run_writer(&[&vec![b'a'; MAX_HEAD + 10]], false).1,
+            Some(HeadError::TooLarge)
+        );
         let big = format!("X: {}\n", "a".repeat(70_000));
         assert_eq!(run_writer(&[big.as_bytes(), b"\n"], false).1, Some(HeadError::TooLarge));
         let big = format!("X: {}\n\nbody", "a".repeat(70_000));

@@ -165,7 +165,10 @@ impl CgiBin {
     fn load(engine: &Engine, config: &config::CgiBin) -> Result<CgiBin, LoadError> {
         let root = config.root.canonicalize().map_err(|e| LoadError {
             name: "cgi_bin".into(),
-            source: sandbox::Error::Read { path: config.root.clone(), source: e },
+            source: sandbox::Error::Read {
+                path: config.root.clone(),
+                source: e,
+            },
         })?;
         let cgi_bin = CgiBin {
             prefix: config.root.clone(),
@@ -175,7 +178,10 @@ impl CgiBin {
         };
         let entries = std::fs::read_dir(&cgi_bin.root).map_err(|e| LoadError {
             name: "cgi_bin".into(),
-            source: sandbox::Error::Read { path: cgi_bin.root.clone(), source: e },
+            source: sandbox::Error::Read {
+                path: cgi_bin.root.clone(),
+                source: e,
+            },
         })?;
         for entry in entries.flatten() {
             let path = entry.path();
@@ -230,7 +236,10 @@ impl CgiBin {
             }
             vars.set("PATH_INFO", info);
         }
-        vars.set("SCRIPT_FILENAME", bytes::Bytes::copy_from_slice(real.as_os_str().as_bytes()));
+        vars.set(
+            "SCRIPT_FILENAME",
+            bytes::Bytes::copy_from_slice(real.as_os_str().as_bytes()),
+        );
         self.module(engine, &real).map_err(|e| {
             tracing::error!(module = %real.display(), "cannot load cgi-bin module: {e}");
             Refusal::Broken
@@ -259,7 +268,10 @@ impl CgiBin {
     /// The compiled module at canonical `path`, compiled now if the cache has
     /// none or an outdated one.
     fn module(&self, engine: &Engine, path: &Path) -> Result<Arc<App>, sandbox::Error> {
-        let meta = std::fs::metadata(path).map_err(|source| sandbox::Error::Read { path: path.into(), source })?;
+        let meta = std::fs::metadata(path).map_err(|source| sandbox::Error::Read {
+            path: path.into(),
+            source,
+        })?;
         let id = FileId::of(&meta);
         if let Some((cached_id, app)) = self.cache.lock().expect("cache lock").get(path)
             && *cached_id == id
@@ -268,7 +280,10 @@ impl CgiBin {
         }
         let name = path.file_stem().unwrap_or_default().to_string_lossy();
         let app = Arc::new(App::load(engine, &name, path, &self.guest)?);
-        self.cache.lock().expect("cache lock").insert(path.to_owned(), (id, app.clone()));
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(path.to_owned(), (id, app.clone()));
         Ok(app)
     }
 }

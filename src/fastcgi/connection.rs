@@ -91,7 +91,10 @@ where
     W: AsyncWrite + Unpin,
 {
     let mut reader = RecordReader::new(reader);
-    let mut out = Output { writer, buf: BytesMut::new() };
+    let mut out = Output {
+        writer,
+        buf: BytesMut::new(),
+    };
     let mut current: Option<Current> = None;
     // Channels of the running request; `None` when there is none, or when
     // that direction has finished.

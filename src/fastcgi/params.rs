@@ -76,9 +76,7 @@ fn read_len(stream: &[u8], pos: usize) -> Result<(usize, usize), Error> {
     match stream.get(pos) {
         Some(&b) if b < 0x80 => Ok((usize::from(b), pos + 1)),
         Some(_) => {
-            let bytes = stream
-                .get(pos..pos + 4)
-                .ok_or(Error::Truncated(pos))?;
+            let bytes = stream.get(pos..pos + 4).ok_or(Error::Truncated(pos))?;
             let len = u32::from_be_bytes([bytes[0] & 0x7f, bytes[1], bytes[2], bytes[3]]);
             Ok((len as usize, pos + 4))
         }
@@ -147,7 +145,12 @@ mod tests {
 
     #[test]
     fn truncations_are_errors() {
-        for stream in [&[0x05][..], &[0x80, 0, 0], &[2, 2, b'a', b'b', b'c'], &[1, 1, b'a', b'b', 0x81]] {
+        for stream in [
+            &[0x05][..],
+            &[0x80, 0, 0],
+            &[2, 2, b'a', b'b', b'c'],
+            &[1, 1, b'a', b'b', 0x81],
+        ] {
             assert!(matches!(
                 Params::decode(Bytes::copy_from_slice(stream), 10),
                 Err(Error::Truncated(_))

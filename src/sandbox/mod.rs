@@ -57,11 +57,18 @@ pub enum Error {
     #[error("cannot read module {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
     #[error("cannot compile module {path}: {source}")]
-    Compile { path: PathBuf, source: wasmer::CompileError },
+    Compile {
+        path: PathBuf,
+        source: wasmer::CompileError,
+    },
     #[error("module {path} cannot run here: {why}")]
     Link { path: PathBuf, why: String },
     #[error("cannot open mount {host} (for {guest}): {source}")]
-    Mount { host: PathBuf, guest: String, source: std::io::Error },
+    Mount {
+        host: PathBuf,
+        guest: String,
+        source: std::io::Error,
+    },
 }
 
 /// The compiler and its settings, shared by every program.
@@ -82,17 +89,24 @@ impl Engine {
     /// Reads, compiles and link-checks the module at `path`, and opens its
     /// mounts. Everything a request could trip over later is found here.
     pub fn load(&self, path: &Path, mounts: &[Mount]) -> Result<Program, Error> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Read { path: path.into(), source })?;
-        let module = wasmer::Module::new(&self.engine, &bytes)
-            .map_err(|source| Error::Compile { path: path.into(), source })?;
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
+            path: path.into(),
+            source,
+        })?;
+        let module = wasmer::Module::new(&self.engine, &bytes).map_err(|source| Error::Compile {
+            path: path.into(),
+            source,
+        })?;
         let imports = wasi::resolve(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = mounts
             .iter()
-            .map(|m| wasi::Preopen::open(m).map_err(|source| Error::Mount {
-                host: m.host.clone(),
-                guest: m.guest.clone(),
-                source,
-            }))
+            .map(|m| {
+                wasi::Preopen::open(m).map_err(|source| Error::Mount {
+                    host: m.host.clone(),
+                    guest: m.guest.clone(),
+                    source,
+                })
+            })
             .collect::<Result<_, _>>()?;
         Ok(Program {
             module,

@@ -84,7 +84,10 @@ pub enum Entry {
     Stdout,
     Stderr,
     /// A directory; `preopen` indexes the mount it came from, if it is one.
-    Dir { dir: Arc<Dir>, preopen: Option<usize> },
+    Dir {
+        dir: Arc<Dir>,
+        preopen: Option<usize>,
+    },
     File(File),
 }
 
@@ -260,7 +263,10 @@ pub fn readdir(dir: &Dir, cookie: u64, len: usize) -> Result<Vec<u8>> {
         Ok((entry.file_name(), kind))
     });
     let mut out = Vec::new();
-    for (index, entry) in (1u64..).zip(dots.into_iter().chain(entries)).skip(cookie.try_into().unwrap_or(usize::MAX)) {
+    for (index, entry) in (1u64..)
+        .zip(dots.into_iter().chain(entries))
+        .skip(cookie.try_into().unwrap_or(usize::MAX))
+    {
         let (name, kind): (std::ffi::OsString, u8) = entry?;
         let name = name.as_bytes();
         out.extend_from_slice(&index.to_le_bytes());

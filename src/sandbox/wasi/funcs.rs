@@ -8,7 +8,9 @@ use nix::time::{ClockId, clock_getres, clock_gettime};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, MemoryView, Store};
 
 use super::fs::{self, Entry, filetype, rights};
-use super::{Errno, ExitCode, Host, Result, addr, iovecs, read_bytes, read_path, with_memory, write_bytes, write_u32, write_u64};
+use super::{
+    Errno, ExitCode, Host, Result, addr, iovecs, read_bytes, read_path, with_memory, write_bytes, write_u32, write_u64,
+};
 use crate::sandbox::{CStrings, Stdio};
 
 /// Host memory copied per step between guest memory and a stream, so that a
@@ -378,12 +380,21 @@ fn path_open<S: Stdio>(
 ) -> i32 {
     with_memory(env, |h, mem| {
         let path = read_path(mem, path, path_len)?;
-        let opened = h.fds.open(dirfd, &path, oflags as u16, rights_base as u64, fdflags as u16)?;
+        let opened = h
+            .fds
+            .open(dirfd, &path, oflags as u16, rights_base as u64, fdflags as u16)?;
         write_u32(mem, fd, opened)
     })
 }
 
-fn path_filestat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, flags: i32, path: i32, len: i32, buf: i32) -> i32 {
+fn path_filestat_get<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    flags: i32,
+    path: i32,
+    len: i32,
+    buf: i32,
+) -> i32 {
     with_memory(env, |h, mem| {
         let dir = h.fds.dir(dirfd)?;
         let path = read_path(mem, path, len)?;
@@ -397,7 +408,15 @@ fn path_filestat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, flags: 
     })
 }
 
-fn path_readlink<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, path: i32, len: i32, buf: i32, buf_len: i32, used: i32) -> i32 {
+fn path_readlink<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    path: i32,
+    len: i32,
+    buf: i32,
+    buf_len: i32,
+    used: i32,
+) -> i32 {
     with_memory(env, |h, mem| {
         use std::os::unix::ffi::OsStrExt;
         let dir = h.fds.dir(dirfd)?;
@@ -417,20 +436,53 @@ fn path_change<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _path: i32, _
 }
 
 #[allow(clippy::too_many_arguments)]
-fn path_filestat_set_times<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _flags: i32, _path: i32, _len: i32, _atim: i64, _mtim: i64, _fst: i32) -> i32 {
+fn path_filestat_set_times<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    _flags: i32,
+    _path: i32,
+    _len: i32,
+    _atim: i64,
+    _mtim: i64,
+    _fst: i32,
+) -> i32 {
     with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
 }
 
 #[allow(clippy::too_many_arguments)]
-fn path_link<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _flags: i32, _old: i32, _old_len: i32, _new_fd: i32, _new: i32, _new_len: i32) -> i32 {
+fn path_link<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    _flags: i32,
+    _old: i32,
+    _old_len: i32,
+    _new_fd: i32,
+    _new: i32,
+    _new_len: i32,
+) -> i32 {
     with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
 }
 
-fn path_rename<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _old: i32, _old_len: i32, _new_fd: i32, _new: i32, _new_len: i32) -> i32 {
+fn path_rename<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    _old: i32,
+    _old_len: i32,
+    _new_fd: i32,
+    _new: i32,
+    _new_len: i32,
+) -> i32 {
     with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
 }
 
-fn path_symlink<S: Stdio>(env: FunctionEnvMut<Host<S>>, _old: i32, _old_len: i32, dirfd: i32, _new: i32, _new_len: i32) -> i32 {
+fn path_symlink<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    _old: i32,
+    _old_len: i32,
+    dirfd: i32,
+    _new: i32,
+    _new_len: i32,
+) -> i32 {
     with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
 }
 
@@ -503,11 +555,26 @@ fn sock_accept<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _flags: i32, _re
     with_memory(env, |h, _| not_a_socket(h, fd))
 }
 
-fn sock_recv<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _ri: i32, _ri_len: i32, _ri_flags: i32, _ro_len: i32, _ro_flags: i32) -> i32 {
+fn sock_recv<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    fd: i32,
+    _ri: i32,
+    _ri_len: i32,
+    _ri_flags: i32,
+    _ro_len: i32,
+    _ro_flags: i32,
+) -> i32 {
     with_memory(env, |h, _| not_a_socket(h, fd))
 }
 
-fn sock_send<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _si: i32, _si_len: i32, _si_flags: i32, _so_len: i32) -> i32 {
+fn sock_send<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    fd: i32,
+    _si: i32,
+    _si_len: i32,
+    _si_flags: i32,
+    _so_len: i32,
+) -> i32 {
     with_memory(env, |h, _| not_a_socket(h, fd))
 }
 

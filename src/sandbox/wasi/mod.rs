@@ -88,32 +88,45 @@ impl<S: Stdio> Host<S> {
 /// fail to link.
 pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result::Result<Vec<String>, String> {
     let mut store = Store::new(engine.clone());
-    let env = FunctionEnv::new(&mut store, Host::new(CStrings::default(), CStrings::default(), NoStdio, Arc::new([])));
+    let env = FunctionEnv::new(
+        &mut store,
+        Host::new(CStrings::default(), CStrings::default(), NoStdio, Arc::new([])),
+    );
     let mut names = Vec::new();
     for import in module.imports() {
         let (ns, name) = (import.module(), import.name());
         let wasmer::ExternType::Function(wanted) = import.ty() else {
-            return Err(format!("it imports {ns}::{name}, which is not a function; wcgid provides only WASI functions"));
+            return Err(format!(
+                "it imports {ns}::{name}, which is not a function; wcgid provides only WASI functions"
+            ));
         };
         if ns != NAMESPACE {
             return Err(format!("it imports {ns}::{name}; wcgid provides only {NAMESPACE}"));
         }
         let Some(func) = funcs::host_function(name, &mut store, &env) else {
-            return Err(format!("it imports {NAMESPACE}::{name}, which is not a WASI preview1 function"));
+            return Err(format!(
+                "it imports {NAMESPACE}::{name}, which is not a WASI preview1 function"
+            ));
         };
         let have = func.ty(&store);
         if &have != wanted {
-            return Err(format!("it imports {NAMESPACE}::{name} as {wanted}, but WASI defines it as {have}"));
+            return Err(format!(
+                "it imports {NAMESPACE}::{name} as {wanted}, but WASI defines it as {have}"
+            ));
         }
         names.push(name.to_owned());
     }
-    let exports_start = module
-        .exports()
-        .any(|e| e.name() == "_start" && matches!(e.ty(), wasmer::ExternType::Function(f) if f.params().is_empty() && f.results().is_empty()));
+    let exports_start = module.exports().any(|e| {
+        e.name() == "_start"
+            && matches!(e.ty(), wasmer::ExternType::Function(f) if f.params().is_empty() && f.results().is_empty())
+    });
     if !exports_start {
         return Err("it does not export `_start` as a function; a CGI program must be a WASI command".into());
     }
-    if !module.exports().any(|e| e.name() == "memory" && matches!(e.ty(), wasmer::ExternType::Memory(_))) {
+    if !module
+        .exports()
+        .any(|e| e.name() == "memory" && matches!(e.ty(), wasmer::ExternType::Memory(_)))
+    {
         return Err("it does not export its memory as `memory`".into());
     }
     Ok(names)
@@ -136,7 +149,11 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
     let externs: Vec<Extern> = program
         .imports
         .iter()
-        .map(|name| funcs::host_function(name, store, host).expect("resolved at load").into())
+        .map(|name| {
+            funcs::host_function(name, store, host)
+                .expect("resolved at load")
+                .into()
+        })
         .collect();
     let instance = match Instance::new_by_index(store, &program.module, &externs) {
         Ok(instance) => instance,
