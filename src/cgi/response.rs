@@ -73,6 +73,9 @@ pub fn normalize_head(block: &[u8], out: &mut BytesMut) -> Result<u16, HeadError
     let mut location = false;
     let mut fields: Vec<(&[u8], &[u8])> = Vec::new();
     let block = block.strip_suffix(b"\n").unwrap_or(block);
+    if block.is_empty() {
+        return Err(HeadError::Empty);
+    }
     for (i, line) in block.split(|&b| b == b'\n').enumerate() {
         let number = i + 1;
         let line = line.strip_suffix(b"\r").unwrap_or(line);

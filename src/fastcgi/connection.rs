@@ -101,6 +101,9 @@ where
     let mut stdin: Option<mpsc::Sender<Bytes>> = None;
     let mut pending_stdin: Option<Bytes> = None;
     let mut replies: Option<mpsc::Receiver<Reply>> = None;
+    // A pipelined BEGIN_REQUEST reusing the current id, held until the
+    // current request ends; reading pauses meanwhile.
+    let mut deferred: Option<Record> = None;
 
     loop {
         tokio::select! {
@@ -135,7 +138,7 @@ where
                     None => (stdin, pending_stdin) = (None, None),
                 }
             }
-            record = reader.next(), if pending_stdin.is_none() => {
+            record = next_record(&mut reader, &mut deferred), if pending_stdin.is_none() && (deferred.is_none() || current.is_none()) => {
                 let Some(record) = record? else {
                     // The peer closed; dropping the channels cancels any request.
                     return Ok(());
@@ -151,7 +154,12 @@ where
                         let (role, flags) = begin_body(&record)?;
                         let keep_conn = flags & KEEP_CONN != 0;
                         if active {
-                            return Err(Error::Unexpected { kind: record.kind, id: record.id });
+                            let input_done = current.as_ref().is_some_and(|c| c.params.is_none()) && stdin.is_none();
+                            if !input_done {
+                                return Err(Error::Unexpected { kind: record.kind, id: record.id });
+                            }
+                            deferred = Some(record);
+                            continue;
                         }
                         if current.is_some() {
                             put_end_request(&mut out.buf, record.id, 0, status::CANT_MPX_CONN);
@@ -174,6 +182,10 @@ where
                     kind::PARAMS if active => {
                         let cur = current.as_mut().expect("active");
                         let Some(buf) = cur.params.as_mut() else {
+                            // A repeated terminator is harmless; more params are not.
+                            if record.content.is_empty() {
+                                continue;
+                            }
                             return Err(Error::Unexpected { kind: record.kind, id: record.id });
                         };
                         if !record.content.is_empty() {
@@ -250,6 +262,16 @@ where
                 }
             }
         }
+    }
+}
+
+async fn next_record<R: AsyncRead + Unpin>(
+    reader: &mut RecordReader<R>,
+    deferred: &mut Option<Record>,
+) -> Result<Option<Record>, Error> {
+    match deferred.take() {
+        Some(record) => Ok(Some(record)),
+        None => reader.next().await,
     }
 }
 
@@ -343,5 +365,561 @@ impl<W: AsyncWrite + Unpin> Output<W> {
         self.writer.shutdown().await?;
         let _ = tokio::time::timeout(LINGER, async { while let Ok(Some(_)) = reader.next().await {} }).await;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! The connection speaking raw records to a test handler, in process.
+    //! Each of tokio-fastcgi 1.3.0's measured defects has a test here.
+
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::time::Duration;
+
+    use bytes::{Bytes, BytesMut};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
+    use tokio::sync::{Notify, mpsc};
+
+    use super::super::params::put_pair;
+    use super::super::record::{RecordReader, put_record};
+    use super::*;
+
+    const CAPS: Caps = Caps {
+        max_conns: 7,
+        max_reqs: 5,
+        max_params_bytes: 4096,
+        max_params: 50,
+    };
+
+    /// Answers with its params (`name=value` lines) and the length and
+    /// checksum of its body. With `hold`, it reads no body until notified.
+    #[derive(Default)]
+    struct Echo {
+        hold: Option<Arc<Notify>>,
+    }
+
+    impl Handler for Echo {
+        fn start(&self, mut request: Request) -> Response {
+            let (tx, rx) = mpsc::channel(4);
+            let hold = self.hold.clone();
+            tokio::spawn(async move {
+                if let Some(hold) = hold {
+                    hold.notified().await;
+                }
+                let mut out = String::new();
+                for (n, v) in request.params.iter() {
+                    out += &format!("{}={}\n", String::from_utf8_lossy(n), String::from_utf8_lossy(v));
+                }
+                let (mut len, mut sum) = (0usize, 0u64);
+                while let Some(chunk) = request.stdin.recv().await {
+                    len += chunk.len();
+                    sum = chunk
+                        .iter()
+                        .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+                }
+                out += &format!("stdin {len} {sum}\n");
+                let _ = tx.send(Reply::Stdout(Bytes::from(out))).await;
+                let _ = tx.send(Reply::End { app_status: 7 }).await;
+            });
+            Response::Streaming(rx)
+        }
+
+        fn params_too_large(&self) -> Response {
+            Response::Complete {
+                stdout: Bytes::from_static(b"too large"),
+                app_status: 431,
+            }
+        }
+    }
+
+    fn start(handler: Echo) -> (DuplexStream, tokio::task::JoinHandle<Result<(), Error>>) {
+        let (client, server) = tokio::io::duplex(64 * 1024);
+        let handler = Arc::new(handler);
+        let task = tokio::spawn(async move {
+            let (r, w) = tokio::io::split(server);
+            serve(r, w, &*handler, &CAPS).await
+        });
+        (client, task)
+    }
+
+    fn rec(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        put_record(&mut out, kind, id, content);
+        out.to_vec()
+    }
+
+    fn begin(id: u16, role: u16, flags: u8) -> Vec<u8> {
+        let [r1, r0] = role.to_be_bytes();
+        rec(kind::BEGIN_REQUEST, id, &[r1, r0, flags, 0, 0, 0, 0, 0])
+    }
+
+    fn pairs(list: &[(&[u8], &[u8])]) -> Vec<u8> {
+        let mut out = BytesMut::new();
+        for (n, v) in list {
+            put_pair(&mut out, n, v);
+        }
+        out.to_vec()
+    }
+
+    /// A whole request: BEGIN, PARAMS, empty PARAMS, STDIN, empty STDIN.
+    fn request(id: u16, flags: u8, params: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+        let mut out = begin(id, ROLE_RESPONDER, flags);
+        if !params.is_empty() {
+            out.extend(rec(kind::PARAMS, id, &pairs(params)));
+        }
+        out.extend(rec(kind::PARAMS, id, &[]));
+        for chunk in body.chunks(65535) {
+            out.extend(rec(kind::STDIN, id, chunk));
+        }
+        out.extend(rec(kind::STDIN, id, &[]));
+        out
+    }
+
+    /// Reads records until END_REQUEST for `id`: (stdout, appStatus, protocolStatus).
+    async fn response(reader: &mut RecordReader<&mut DuplexStream>, id: u16) -> (Vec<u8>, u32, u8) {
+        let mut stdout = Vec::new();
+        loop {
+            let r = reader.next().await.unwrap().expect("END_REQUEST before EOF");
+            assert_eq!(r.id, id, "record for another request: {r:?}");
+            match r.kind {
+                kind::STDOUT => stdout.extend_from_slice(&r.content),
+                kind::END_REQUEST => {
+                    let c = &r.content;
+                    return (stdout, u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]);
+                }
+                other => panic!("unexpected record type {other}"),
+            }
+        }
+    }
+
+    async fn at_eof(client: &mut DuplexStream) -> bool {
+        let mut buf = [0u8; 1];
+        matches!(
+            tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await,
+            Ok(Ok(0))
+        )
+    }
+
+    #[tokio::test]
+    async fn serves_a_request_and_keeps_the_connection() {
+        let (mut client, task) = start(Echo::default());
+        client
+            .write_all(&request(1, KEEP_CONN, &[(b"A", b"1")], b"hi"))
+            .await
+            .unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        let (out, app, proto) = response(&mut reader, 1).await;
+        assert_eq!(String::from_utf8(out).unwrap(), "A=1\nstdin 2 3329\n");
+        assert_eq!((app, proto), (7, status::REQUEST_COMPLETE));
+        // Same id again, then a new id, on the same connection (§5.1).
+        for id in [1, 2] {
+            reader
+                .io_mut()
+                .write_all(&request(id, KEEP_CONN, &[(b"B", b"2")], b""))
+                .await
+                .unwrap();
+            let (out, _, _) = response(&mut reader, id).await;
+            assert_eq!(String::from_utf8(out).unwrap(), "B=2\nstdin 0 0\n");
+        }
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn without_keep_conn_the_server_closes_after_the_response() {
+        let (mut client, task) = start(Echo::default());
+        client.write_all(&request(65535, 0, &[], b"")).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        let (_, app, _) = response(&mut reader, 65535).await;
+        assert_eq!(app, 7);
+        assert!(reader.next().await.unwrap().is_none());
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    // tokio-fastcgi: panics on a BEGIN_REQUEST with no content.
+    #[tokio::test]
+    async fn begin_request_without_content_closes_the_connection() {
+        let (mut client, task) = start(Echo::default());
+        client.write_all(&rec(kind::BEGIN_REQUEST, 1, &[])).await.unwrap();
+        assert!(at_eof(&mut client).await);
+        assert!(matches!(task.await.unwrap(), Err(Error::BadBeginRequest(0))));
+    }
+
+    // tokio-fastcgi: allocates 2 GiB when a name length claims 0x7fffffff.
+    #[tokio::test]
+    async fn a_param_length_of_2_gib_closes_the_connection() {
+        let (mut client, task) = start(Echo::default());
+        let mut bytes = begin(1, ROLE_RESPONDER, 0);
+        bytes.extend(rec(kind::PARAMS, 1, &[0xff, 0xff, 0xff, 0xff, 0x01, b'a', b'b']));
+        bytes.extend(rec(kind::PARAMS, 1, &[]));
+        client.write_all(&bytes).await.unwrap();
+        assert!(at_eof(&mut client).await);
+        assert!(matches!(task.await.unwrap(), Err(Error::Params(_))));
+    }
+
+    // tokio-fastcgi: drops the connection when a pair spans two PARAMS records.
+    #[tokio::test]
+    async fn a_pair_may_span_params_records_at_any_byte() {
+        let value = vec![b'v'; 300]; // 4-byte value length
+        let stream = pairs(&[(b"SPLIT_NAME", &value), (b"Z", b"z")]);
+        // An empty record would end the stream, so cuts start at 1.
+        for cut in 1..stream.len() {
+            let (mut client, task) = start(Echo::default());
+            let mut bytes = begin(1, ROLE_RESPONDER, 0);
+            bytes.extend(rec(kind::PARAMS, 1, &stream[..cut]));
+            bytes.extend(rec(kind::PARAMS, 1, &stream[cut..]));
+            bytes.extend(rec(kind::PARAMS, 1, &[]));
+            bytes.extend(rec(kind::STDIN, 1, &[]));
+            client.write_all(&bytes).await.unwrap();
+            let (out, _, _) = response(&mut RecordReader::new(&mut client), 1).await;
+            let want = format!("SPLIT_NAME={}\nZ=z\nstdin 0 0\n", "v".repeat(300));
+            assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {cut}");
+            drop(client);
+            task.await.unwrap().unwrap();
+        }
+    }
+
+    // tokio-fastcgi: closes instead of answering FCGI_UNKNOWN_ROLE.
+    #[tokio::test]
+    async fn unknown_roles_get_unknown_role_and_the_connection_stays() {
+        let (mut client, task) = start(Echo::default());
+        let mut reader = RecordReader::new(&mut client);
+        for role in [2, 3, 9] {
+            reader.io_mut().write_all(&begin(1, role, KEEP_CONN)).await.unwrap();
+            let (out, _, proto) = response(&mut reader, 1).await;
+            assert!(out.is_empty());
+            assert_eq!(proto, status::UNKNOWN_ROLE);
+        }
+        reader.io_mut().write_all(&request(1, 0, &[], b"")).await.unwrap();
+        assert_eq!(response(&mut reader, 1).await.2, status::REQUEST_COMPLETE);
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    // tokio-fastcgi: lowercases every param name.
+    #[tokio::test]
+    async fn param_names_keep_their_case() {
+        let (mut client, task) = start(Echo::default());
+        client
+            .write_all(&request(
+                1,
+                0,
+                &[(b"Script_Filename", b"/X"), (b"HTTP_X_UPPER", b"Y")],
+                b"",
+            ))
+            .await
+            .unwrap();
+        let (out, _, _) = response(&mut RecordReader::new(&mut client), 1).await;
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "Script_Filename=/X\nHTTP_X_UPPER=Y\nstdin 0 0\n"
+        );
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    // tokio-fastcgi: buffers STDIN without limit.
+    #[tokio::test]
+    async fn stdin_waits_for_the_handler_instead_of_piling_up() {
+        let hold = Arc::new(Notify::new());
+        let (client, task) = start(Echo {
+            hold: Some(hold.clone()),
+        });
+        let (mut rd, mut wr) = tokio::io::split(client);
+        let sent = Arc::new(AtomicUsize::new(0));
+        const BODY: usize = 16 << 20;
+        let writer = {
+            let sent = sent.clone();
+            tokio::spawn(async move {
+                let mut head = begin(1, ROLE_RESPONDER, 0);
+                head.extend(rec(kind::PARAMS, 1, &[]));
+                wr.write_all(&head).await.unwrap();
+                let chunk = rec(kind::STDIN, 1, &[0xab; 65528]);
+                while sent.load(Ordering::SeqCst) < BODY {
+                    wr.write_all(&chunk).await.unwrap();
+                    sent.fetch_add(65528, Ordering::SeqCst);
+                }
+                wr.write_all(&rec(kind::STDIN, 1, &[])).await.unwrap();
+                wr
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        // Queue (8 records) + read buffer + the pipe's 64 KiB: well under 1 MiB.
+        let stalled_at = sent.load(Ordering::SeqCst);
+        assert!(
+            stalled_at < 1 << 20,
+            "the connection took {stalled_at} bytes of an unread body"
+        );
+        hold.notify_one();
+        let _wr = writer.await.unwrap();
+        let mut buf = Vec::new();
+        let mut reader = RecordReader::new(&mut rd);
+        while let Some(r) = reader.next().await.unwrap() {
+            if r.kind == kind::STDOUT {
+                buf.extend_from_slice(&r.content);
+            }
+            if r.kind == kind::END_REQUEST {
+                break;
+            }
+        }
+        let text = String::from_utf8(buf).unwrap();
+        assert!(
+            text.starts_with(&format!("stdin {} ", BODY.div_ceil(65528) * 65528)),
+            "{text}"
+        );
+        drop(reader);
+        drop(rd);
+        drop(_wr);
+        task.await.unwrap().unwrap();
+    }
+
+    // tokio-fastcgi: advertises FCGI_MPXS_CONNS=1, then panics on concurrent writers.
+    #[tokio::test]
+    async fn get_values_tells_the_truth_and_a_second_request_is_refused() {
+        let hold = Arc::new(Notify::new());
+        let (mut client, task) = start(Echo {
+            hold: Some(hold.clone()),
+        });
+        let mut reader = RecordReader::new(&mut client);
+        let query = pairs(&[
+            (b"FCGI_MPXS_CONNS", b""),
+            (b"FCGI_MAX_CONNS", b""),
+            (b"FCGI_MAX_REQS", b""),
+            (b"X", b""),
+        ]);
+        reader
+            .io_mut()
+            .write_all(&rec(kind::GET_VALUES, 0, &query))
+            .await
+            .unwrap();
+        let r = reader.next().await.unwrap().unwrap();
+        assert_eq!((r.kind, r.id), (kind::GET_VALUES_RESULT, 0));
+        let got: Vec<_> = Params::decode(r.content, 10)
+            .unwrap()
+            .iter()
+            .map(|(n, v)| (n.to_vec(), v.to_vec()))
+            .collect();
+        let want: Vec<(Vec<u8>, Vec<u8>)> = [
+            ("FCGI_MPXS_CONNS", "0"),
+            ("FCGI_MAX_CONNS", "7"),
+            ("FCGI_MAX_REQS", "5"),
+        ]
+        .iter()
+        .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
+        .collect();
+        assert_eq!(got, want);
+        // Request 1 is running; request 2 must be refused, 1 unaffected.
+        reader
+            .io_mut()
+            .write_all(&request(1, KEEP_CONN, &[(b"R", b"1")], b""))
+            .await
+            .unwrap();
+        reader
+            .io_mut()
+            .write_all(&begin(2, ROLE_RESPONDER, KEEP_CONN))
+            .await
+            .unwrap();
+        let r = reader.next().await.unwrap().unwrap();
+        assert_eq!(
+            (r.kind, r.id, r.content[4]),
+            (kind::END_REQUEST, 2, status::CANT_MPX_CONN)
+        );
+        // GET_VALUES is answered mid-request too.
+        reader
+            .io_mut()
+            .write_all(&rec(kind::GET_VALUES, 0, &pairs(&[(b"FCGI_MPXS_CONNS", b"")])))
+            .await
+            .unwrap();
+        assert_eq!(reader.next().await.unwrap().unwrap().kind, kind::GET_VALUES_RESULT);
+        hold.notify_one();
+        let (out, _, _) = response(&mut reader, 1).await;
+        assert_eq!(String::from_utf8(out).unwrap(), "R=1\nstdin 0 0\n");
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn unknown_management_types_get_unknown_type() {
+        let (mut client, task) = start(Echo::default());
+        client.write_all(&rec(42, 0, b"whatever")).await.unwrap();
+        let r = RecordReader::new(&mut client).next().await.unwrap().unwrap();
+        assert_eq!(
+            (r.kind, r.id, &r.content[..]),
+            (kind::UNKNOWN_TYPE, 0, &[42, 0, 0, 0, 0, 0, 0, 0][..])
+        );
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn padding_and_one_byte_writes_change_nothing() {
+        let (mut client, task) = start(Echo::default());
+        // Every record with 255 bytes of padding, written a byte at a time.
+        let mut bytes = Vec::new();
+        for (kind, content) in [
+            (kind::BEGIN_REQUEST, vec![0, 1, 0, 0, 0, 0, 0, 0]),
+            (kind::PARAMS, pairs(&[(b"P", b"q")])),
+            (kind::PARAMS, vec![]),
+            (kind::STDIN, b"abc".to_vec()),
+            (kind::STDIN, vec![]),
+        ] {
+            let mut r = vec![1, kind, 0, 1, 0, content.len() as u8, 255, 0];
+            r.extend(&content);
+            r.extend([0u8; 255]);
+            bytes.extend(r);
+        }
+        for b in bytes {
+            client.write_all(&[b]).await.unwrap();
+        }
+        let (out, _, _) = response(&mut RecordReader::new(&mut client), 1).await;
+        assert_eq!(String::from_utf8(out).unwrap(), "P=q\nstdin 3 96354\n");
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn pipelined_requests_in_one_write_are_served_in_order() {
+        let (mut client, task) = start(Echo::default());
+        let mut bytes = request(1, KEEP_CONN, &[(b"N", b"1")], b"");
+        bytes.extend(request(1, 0, &[(b"N", b"2")], b"xy"));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        assert_eq!(response(&mut reader, 1).await.0, b"N=1\nstdin 0 0\n");
+        assert_eq!(response(&mut reader, 1).await.0, b"N=2\nstdin 2 3841\n");
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn protocol_errors_close_the_connection() {
+        let cases: Vec<Vec<u8>> = vec![
+            // Version 2.
+            vec![2, kind::BEGIN_REQUEST, 0, 1, 0, 8, 0, 0, 0, 1, 0, 0, 0, 0, 0, 0],
+            // BEGIN_REQUEST on the management id.
+            begin(0, ROLE_RESPONDER, 0),
+            // STDIN before the params ended.
+            [begin(1, ROLE_RESPONDER, 0), rec(kind::STDIN, 1, b"x")].concat(),
+            // DATA for a Responder.
+            [
+                begin(1, ROLE_RESPONDER, 0),
+                rec(kind::PARAMS, 1, &[]),
+                rec(kind::DATA, 1, b"x"),
+            ]
+            .concat(),
+            // A truncated pair at the end of the params.
+            [
+                begin(1, ROLE_RESPONDER, 0),
+                rec(kind::PARAMS, 1, &[5, 5, b'a']),
+                rec(kind::PARAMS, 1, &[]),
+            ]
+            .concat(),
+        ];
+        for bytes in cases {
+            let (mut client, task) = start(Echo::default());
+            client.write_all(&bytes).await.unwrap();
+            assert!(at_eof(&mut client).await, "{bytes:?}");
+            assert!(task.await.unwrap().is_err(), "{bytes:?}");
+        }
+    }
+
+    #[tokio::test]
+    async fn records_for_other_requests_are_ignored() {
+        let (mut client, task) = start(Echo::default());
+        let mut bytes = rec(kind::STDIN, 9, b"stray");
+        bytes.extend(rec(kind::PARAMS, 9, &pairs(&[(b"S", b"s")])));
+        bytes.extend(request(1, 0, &[(b"A", b"b")], b""));
+        client.write_all(&bytes).await.unwrap();
+        assert_eq!(
+            response(&mut RecordReader::new(&mut client), 1).await.0,
+            b"A=b\nstdin 0 0\n"
+        );
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn abort_request_ends_the_request_at_once() {
+        let hold = Arc::new(Notify::new());
+        let (mut client, task) = start(Echo { hold: Some(hold) });
+        let mut bytes = begin(1, ROLE_RESPONDER, KEEP_CONN);
+        bytes.extend(rec(kind::PARAMS, 1, &[]));
+        bytes.extend(rec(kind::ABORT_REQUEST, 1, &[]));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        let r = reader.next().await.unwrap().unwrap();
+        assert_eq!((r.kind, r.content[4]), (kind::END_REQUEST, status::REQUEST_COMPLETE));
+        assert_eq!(
+            u32::from_be_bytes(r.content[..4].try_into().unwrap()),
+            ABORTED_APP_STATUS
+        );
+        // The connection is still good for the next request.
+        reader.io_mut().write_all(&request(1, 0, &[], b"")).await.unwrap();
+        drop(reader);
+        drop(client);
+        assert!(task.await.unwrap().is_ok());
+    }
+
+    #[tokio::test]
+    async fn oversized_params_get_the_handlers_answer() {
+        let (mut client, task) = start(Echo::default());
+        let big = vec![b'x'; 3000];
+        let mut bytes = begin(1, ROLE_RESPONDER, KEEP_CONN);
+        bytes.extend(rec(kind::PARAMS, 1, &pairs(&[(b"A", &big)])));
+        bytes.extend(rec(kind::PARAMS, 1, &pairs(&[(b"B", &big)])));
+        bytes.extend(rec(kind::PARAMS, 1, &[]));
+        bytes.extend(rec(kind::STDIN, 1, b"ignored"));
+        bytes.extend(rec(kind::STDIN, 1, &[]));
+        // Too many pairs, though few bytes.
+        let many: Vec<(&[u8], &[u8])> = (0..60).map(|_| (&b"K"[..], &b"v"[..])).collect();
+        bytes.extend(request(2, 0, &many, b""));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        assert_eq!(response(&mut reader, 1).await, (b"too large".to_vec(), 431, 0));
+        assert_eq!(response(&mut reader, 2).await, (b"too large".to_vec(), 431, 0));
+        drop(reader);
+        drop(client);
+        task.await.unwrap().unwrap();
+    }
+
+    #[tokio::test]
+    async fn large_output_is_split_into_records_of_at_most_65535_bytes() {
+        struct Big;
+        impl Handler for Big {
+            fn start(&self, _: Request) -> Response {
+                Response::Complete {
+                    stdout: Bytes::from(vec![b'z'; 200_000]),
+                    app_status: 0,
+                }
+            }
+            fn params_too_large(&self) -> Response {
+                unreachable!()
+            }
+        }
+        let (mut client, server) = tokio::io::duplex(1 << 20);
+        let task = tokio::spawn(async move {
+            let (r, w) = tokio::io::split(server);
+            serve(r, w, &Big, &CAPS).await
+        });
+        client.write_all(&request(1, 0, &[], b"")).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        let mut total = 0;
+        loop {
+            let r = reader.next().await.unwrap().unwrap();
+            if r.kind == kind::END_REQUEST {
+                break;
+            }
+            assert!(r.content.len() <= 65535);
+            total += r.content.len();
+        }
+        assert_eq!(total, 200_000);
+        drop(reader);
+        task.await.unwrap().unwrap();
     }
 }

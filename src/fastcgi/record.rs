@@ -57,6 +57,11 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         }
     }
 
+    #[cfg(test)]
+    pub fn io_mut(&mut self) -> &mut R {
+        &mut self.io
+    }
+
     fn parse(&mut self) -> Result<Option<Record>, Error> {
         let Some(header) = self.buf.first_chunk::<HEADER_LEN>() else {
             return Ok(None);

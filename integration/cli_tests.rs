@@ -1,0 +1,463 @@
+//! The command line and the process: `check`, configuration errors (exit
+//! 64, naming the key and value), the Unix socket's mode and lifecycle, and
+//! signals. Each test starts its own daemon in its own directory.
+
+use std::io::{Read, Write};
+use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
+use std::os::unix::net::UnixListener;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+
+use crate::support::daemon::{self, Daemon, Finished};
+use crate::support::fcgi::{self, END_REQUEST, Params, STDOUT};
+use crate::support::{example_module, poll, tests};
+
+tests! {
+    Alone check_accepts_the_reference_config,
+    Alone check_compiles_without_binding,
+    Alone missing_config_file_is_64_naming_it,
+    Alone unknown_key_is_64_naming_it,
+    Alone unknown_environment_override_is_64_naming_it,
+    Alone bad_socket_mode_is_64_naming_key_and_value,
+    Alone missing_module_is_64_naming_the_app,
+    Alone socket_is_0660_by_default,
+    Alone socket_mode_is_honoured,
+    Alone socket_group_is_applied,
+    Alone unknown_socket_group_is_64,
+    Alone workers_bound_the_guests_running_at_once,
+    Alone max_connections_bounds_the_connections_served,
+    Alone client_gone_mid_response_frees_the_worker,
+    Alone client_gone_mid_body_frees_the_worker,
+    Alone listen_can_be_overridden_from_the_environment,
+    Alone stale_socket_file_is_replaced,
+    Alone live_socket_is_refused,
+    Alone non_socket_file_is_not_replaced,
+    Alone sigterm_exits_0_and_removes_the_socket,
+    Alone sigint_exits_0_and_removes_the_socket,
+    Alone sigterm_lets_the_request_in_flight_finish,
+    Alone known_bug_sigterm_stops_the_daemon_while_a_guest_spins,
+    Alone relative_paths_are_relative_to_the_config_file,
+    Alone tcp_listener_serves_fastcgi,
+    Alone unknown_route_without_cgi_bin_is_404,
+}
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// `dir/wcgid.toml` listening on `dir/wcgid.sock`, with `server` extra lines
+/// and one app per name in `apps` (route `/NAME`). Returns (config, socket).
+fn config(dir: &Path, server: &str, apps: &[&str]) -> (PathBuf, PathBuf) {
+    let socket = dir.join("wcgid.sock");
+    let mut text = format!("[server]\nlisten = \"unix:{}\"\n{server}\n", socket.display());
+    for app in apps {
+        text.push_str(&format!(
+            "\n[[app]]\nname = \"{app}\"\nroute = \"/{app}\"\nmodule = \"{}\"\n",
+            example_module(app).display()
+        ));
+    }
+    let path = dir.join("wcgid.toml");
+    std::fs::write(&path, text).expect("write config");
+    (path, socket)
+}
+
+fn start(dir: &Path, config: &Path, socket: &Path, env: &[(&str, &str)]) -> Daemon {
+    Daemon::start(config, &dir.join("wcgid.log"), socket, env).unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// `GET /hello?name=NAME` over the Unix socket; panics unless it is answered.
+fn assert_hello(socket: &Path, name: &str) {
+    let ex = fcgi::Conn::connect(socket).exchange(1, 0, &Params::get("/hello", &format!("name={name}")), b"");
+    assert_eq!(ex.cgi().text(), format!("Hello, {name}!\n"), "{}", ex.summary());
+}
+
+fn mode_of(path: &Path) -> u32 {
+    let meta = std::fs::symlink_metadata(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    assert!(meta.file_type().is_socket(), "{} is not a socket", path.display());
+    meta.permissions().mode() & 0o7777
+}
+
+fn assert_usage_error(run: &Finished, needles: &[&str]) {
+    assert_eq!(run.status.code(), Some(64), "exit status; stderr:\n{}", run.stderr);
+    for needle in needles {
+        assert!(
+            run.stderr.contains(needle),
+            "stderr does not name {needle:?}:\n{}",
+            run.stderr
+        );
+    }
+}
+
+fn check_accepts_the_reference_config(dir: &Path) {
+    let reference = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wcgid.toml");
+    let run = daemon::run(
+        dir,
+        &["check", "-c", &reference.display().to_string()],
+        &[],
+        RUN_TIMEOUT,
+    );
+    assert!(run.status.success(), "{}; stderr:\n{}", run.status, run.stderr);
+    assert!(run.stdout.contains("configuration valid"), "stdout: {:?}", run.stdout);
+}
+
+fn check_compiles_without_binding(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello", "echo"]);
+    let run = daemon::run(dir, &["check", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert!(run.status.success(), "{}; stderr:\n{}", run.status, run.stderr);
+    assert!(run.stdout.contains("2 module(s)"), "stdout: {:?}", run.stdout);
+    assert!(!socket.exists(), "check must not bind the socket");
+    // A module that is not Wasm fails the check, naming the app.
+    std::fs::write(dir.join("broken.wasm"), b"not wasm at all").unwrap();
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "\n[[app]]\nname = \"broken-app\"\nroute = \"/broken\"\nmodule = \"{}\"\n",
+            dir.join("broken.wasm").display()
+        );
+    std::fs::write(&config, text).unwrap();
+    let run = daemon::run(dir, &["check", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert_usage_error(&run, &["broken-app"]);
+}
+
+fn missing_config_file_is_64_naming_it(dir: &Path) {
+    let path = dir.join("no-such.toml").display().to_string();
+    assert_usage_error(&daemon::run(dir, &["check", "-c", &path], &[], RUN_TIMEOUT), &[&path]);
+    assert_usage_error(&daemon::run(dir, &["-c", &path], &[], RUN_TIMEOUT), &[&path]);
+}
+
+fn unknown_key_is_64_naming_it(dir: &Path) {
+    let (config, socket) = config(dir, "listen_typo = 1", &["hello"]);
+    let path = config.display().to_string();
+    assert_usage_error(
+        &daemon::run(dir, &["check", "-c", &path], &[], RUN_TIMEOUT),
+        &["listen_typo"],
+    );
+    // `serve` (the default command) refuses it the same way, before binding.
+    assert_usage_error(&daemon::run(dir, &["-c", &path], &[], RUN_TIMEOUT), &["listen_typo"]);
+    assert!(!socket.exists());
+    // In an app, too.
+    let text = std::fs::read_to_string(&config).unwrap().replace("listen_typo = 1", "") + "modul = \"x.wasm\"\n";
+    std::fs::write(&config, text).unwrap();
+    assert_usage_error(&daemon::run(dir, &["check", "-c", &path], &[], RUN_TIMEOUT), &["modul"]);
+}
+
+fn unknown_environment_override_is_64_naming_it(dir: &Path) {
+    let (config, _) = config(dir, "", &["hello"]);
+    let run = daemon::run(
+        dir,
+        &["check", "-c", &config.display().to_string()],
+        &[("WCGID_SERVER__LISTN", "unix:/tmp/x.sock")],
+        RUN_TIMEOUT,
+    );
+    assert_usage_error(&run, &["listn"]);
+}
+
+fn bad_socket_mode_is_64_naming_key_and_value(dir: &Path) {
+    let (config, socket) = config(dir, "socket_mode = \"999\"", &["hello"]);
+    let run = daemon::run(dir, &["-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert_usage_error(&run, &["server.socket_mode", "999"]);
+    assert!(!socket.exists());
+}
+
+fn missing_module_is_64_naming_the_app(dir: &Path) {
+    let (config, _) = config(dir, "", &["hello"]);
+    let text = std::fs::read_to_string(&config).unwrap()
+        + &format!(
+            "\n[[app]]\nname = \"ghost-app\"\nroute = \"/ghost\"\nmodule = \"{}\"\n",
+            dir.join("no-such-module.wasm").display()
+        );
+    std::fs::write(&config, text).unwrap();
+    let path = config.display().to_string();
+    assert_usage_error(
+        &daemon::run(dir, &["check", "-c", &path], &[], RUN_TIMEOUT),
+        &["ghost-app"],
+    );
+    assert_usage_error(&daemon::run(dir, &["-c", &path], &[], RUN_TIMEOUT), &["ghost-app"]);
+}
+
+fn socket_is_0660_by_default(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    assert_eq!(mode_of(&socket), 0o660, "log:\n{}", d.log());
+    assert_hello(&socket, "mode");
+}
+
+fn socket_mode_is_honoured(dir: &Path) {
+    let (config, socket) = config(dir, "socket_mode = \"0600\"", &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    assert_eq!(mode_of(&socket), 0o600, "log:\n{}", d.log());
+    assert_hello(&socket, "private");
+}
+
+fn socket_group_is_applied(dir: &Path) {
+    // Root may give the socket any group; others only one of their own.
+    let gid = if nix::unistd::geteuid().is_root() {
+        1
+    } else {
+        nix::unistd::getegid().as_raw()
+    };
+    let (config, socket) = config(dir, &format!("socket_group = \"{gid}\""), &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let meta = std::fs::metadata(&socket).unwrap();
+    assert_eq!(meta.gid(), gid, "log:\n{}", d.log());
+    assert_eq!(mode_of(&socket), 0o660);
+    assert_hello(&socket, "group");
+}
+
+fn unknown_socket_group_is_64(dir: &Path) {
+    let (config, socket) = config(dir, "socket_group = \"no-such-group-wcgid\"", &["hello"]);
+    let run = daemon::run(dir, &["-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert_usage_error(&run, &["server.socket_group", "no-such-group-wcgid"]);
+    assert!(!socket.exists());
+}
+
+/// With one worker, a request waits for the guest before it.
+fn workers_bound_the_guests_running_at_once(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["cases", "hello"]);
+    let _d = start(dir, &config, &socket, &[]);
+    let started = std::time::Instant::now();
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=400"), b""));
+    std::thread::sleep(Duration::from_millis(50));
+    assert_hello(&socket, "waited");
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(400),
+        "answered after {waited:?}, beside a 400 ms guest"
+    );
+    assert_eq!(slow.response(1).cgi().text(), "slept\n");
+}
+
+/// With max_connections = 1, a second connection is served only once the
+/// first one is gone.
+fn max_connections_bounds_the_connections_served(dir: &Path) {
+    let (config, socket) = config(dir, "max_connections = 1", &["hello"]);
+    let _d = start(dir, &config, &socket, &[]);
+    let idle = fcgi::Conn::connect(&socket);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut waiting = fcgi::Conn::connect(&socket);
+    waiting.send(&fcgi::request(1, 0, &Params::get("/hello", "name=second"), b""));
+    assert_eq!(waiting.state(Duration::from_millis(500)), fcgi::State::Open);
+    drop(idle);
+    waiting.set_timeout(Duration::from_secs(10));
+    assert_eq!(waiting.response(1).cgi().text(), "Hello, second!\n");
+}
+
+/// The client reads one record of a huge response and hangs up: the guest's
+/// writes fail, it ends, and the only worker serves the next request.
+fn client_gone_mid_response_frees_the_worker(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "body=4000000000"), b""));
+    assert_eq!(conn.read_record().map(|r| r.kind), Some(STDOUT));
+    drop(conn);
+    let mut next = fcgi::Conn::connect(&socket);
+    next.set_timeout(Duration::from_secs(10));
+    next.send(&fcgi::request(1, 0, &Params::get("/hello", "name=next"), b""));
+    let ex = next.response(1);
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
+}
+
+/// The client sends part of a body and hangs up: the guest sees the body end,
+/// and the only worker serves the next request.
+fn client_gone_mid_body_frees_the_worker(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["echo", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    let params = Params::cgi("POST", "/echo", "").with("CONTENT_LENGTH", "10000000");
+    let mut bytes = fcgi::begin(1, fcgi::RESPONDER, 0);
+    bytes.extend(fcgi::stream(fcgi::PARAMS, 1, &params.encode()));
+    bytes.extend(fcgi::record(fcgi::PARAMS, 1, b""));
+    bytes.extend(fcgi::stream(fcgi::STDIN, 1, &[7u8; 100_000]));
+    conn.send(&bytes);
+    assert_eq!(conn.read_record().map(|r| r.kind), Some(STDOUT));
+    drop(conn);
+    let mut next = fcgi::Conn::connect(&socket);
+    next.set_timeout(Duration::from_secs(10));
+    next.send(&fcgi::request(1, 0, &Params::get("/hello", "name=next"), b""));
+    let ex = next.response(1);
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
+}
+
+fn listen_can_be_overridden_from_the_environment(dir: &Path) {
+    let (config, in_file) = config(dir, "", &["hello"]);
+    let overridden = dir.join("override.sock");
+    let listen = format!("unix:{}", overridden.display());
+    let _d = start(dir, &config, &overridden, &[("WCGID_SERVER__LISTEN", &listen)]);
+    assert!(!in_file.exists(), "the file's listen must be overridden");
+    assert_hello(&overridden, "override");
+}
+
+fn stale_socket_file_is_replaced(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    // A dead daemon's socket: bound, then closed without unlinking.
+    drop(UnixListener::bind(&socket).expect("bind the stale socket"));
+    assert!(std::fs::symlink_metadata(&socket).is_ok_and(|m| m.file_type().is_socket()));
+    // Had the stale file stayed, binding would fail and the daemon exit.
+    let _d = start(dir, &config, &socket, &[]);
+    assert_hello(&socket, "fresh");
+    assert_eq!(mode_of(&socket), 0o660);
+}
+
+fn live_socket_is_refused(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    let mut first = start(dir, &config, &socket, &[]);
+    let ino = std::fs::metadata(&socket).unwrap().ino();
+    let run = daemon::run(dir, &["-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert!(!run.status.success(), "a second daemon took a live socket");
+    assert!(
+        run.stderr.contains(&socket.display().to_string()),
+        "the message must name the socket:\n{}",
+        run.stderr
+    );
+    // The first daemon keeps its socket and serves on.
+    assert_eq!(std::fs::metadata(&socket).unwrap().ino(), ino);
+    assert_hello(&socket, "first");
+    assert!(first.stop().is_some_and(|s| s.success()));
+}
+
+fn non_socket_file_is_not_replaced(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    std::fs::write(&socket, "precious").unwrap();
+    let run = daemon::run(dir, &["-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert!(!run.status.success(), "started over a regular file");
+    assert!(run.stderr.contains(&socket.display().to_string()), "{}", run.stderr);
+    assert_eq!(std::fs::read_to_string(&socket).unwrap(), "precious");
+}
+
+fn assert_stops_on(dir: &Path, signal: Signal) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    let mut d = start(dir, &config, &socket, &[]);
+    assert_hello(&socket, "before");
+    d.signal(signal);
+    let status = d.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "{signal}: exit {status:?}; log:\n{}",
+        d.log()
+    );
+    assert!(!socket.exists(), "socket left behind after {signal}");
+}
+
+fn sigterm_exits_0_and_removes_the_socket(dir: &Path) {
+    assert_stops_on(dir, Signal::SIGTERM);
+}
+
+fn sigint_exits_0_and_removes_the_socket(dir: &Path) {
+    assert_stops_on(dir, Signal::SIGINT);
+}
+
+fn sigterm_lets_the_request_in_flight_finish(dir: &Path) {
+    let (config, socket) = config(dir, "", &["cases"]);
+    let mut d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=800"), b""));
+    std::thread::sleep(Duration::from_millis(200));
+    d.signal(Signal::SIGTERM);
+    // New connections are refused at once: the socket goes away.
+    assert!(
+        poll(Duration::from_secs(2), || (!socket.exists()).then_some(())).is_some(),
+        "socket still there after SIGTERM"
+    );
+    let ex = conn.response(1);
+    drop(conn);
+    assert_eq!(ex.cgi().text(), "slept\n", "{}", ex.summary());
+    assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
+    let status = d.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "exit {status:?}; log:\n{}",
+        d.log()
+    );
+}
+
+/// KNOWN BUG: a guest that never ends keeps a stopping daemon alive forever.
+/// After SIGTERM the daemon logs "connections still open after 10s; stopping
+/// anyway" and "stopped", removes its socket, and then never exits: dropping
+/// the tokio runtime waits for the blocking task that runs the spinning guest
+/// (nothing interrupts a guest). Only SIGKILL ends it. Expected: exit within
+/// the 10 s drain deadline (plus a margin).
+fn known_bug_sigterm_stops_the_daemon_while_a_guest_spins(dir: &Path) {
+    let (config, socket) = config(dir, "", &["cases"]);
+    let mut d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "spin"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    d.signal(Signal::SIGTERM);
+    let status = d.wait(Duration::from_secs(13));
+    let waited = started.elapsed();
+    d.kill();
+    assert!(
+        status.is_some(),
+        "still running {waited:?} after SIGTERM; log:\n{}",
+        d.log()
+    );
+    assert!(!socket.exists(), "socket left behind");
+}
+
+fn relative_paths_are_relative_to_the_config_file(dir: &Path) {
+    let conf_dir = dir.join("etc");
+    std::fs::create_dir_all(conf_dir.join("modules")).unwrap();
+    std::fs::create_dir_all(conf_dir.join("files")).unwrap();
+    std::fs::copy(example_module("hello"), conf_dir.join("modules/hello.wasm")).unwrap();
+    std::fs::copy(example_module("cases"), conf_dir.join("modules/cases.wasm")).unwrap();
+    std::fs::write(conf_dir.join("files/a.txt"), "relative mount\n").unwrap();
+    let socket = dir.join("wcgid.sock");
+    let config = conf_dir.join("wcgid.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[server]\nlisten = \"unix:{}\"\n\n[[app]]\nname = \"hello\"\nroute = \"/hello\"\n\
+             module = \"modules/hello.wasm\"\n\n[[app]]\nname = \"cases\"\nroute = \"/cases\"\n\
+             module = \"modules/cases.wasm\"\nmounts = [{{ host = \"files\", guest = \"/files\" }}]\n",
+            socket.display()
+        ),
+    )
+    .unwrap();
+    // Started from elsewhere: the paths still resolve next to the file.
+    let mut d = Daemon::spawn_in(&config, &dir.join("wcgid.log"), &[], Some(Path::new("/")));
+    d.wait_ready(&socket).unwrap_or_else(|e| panic!("{e}"));
+    assert_hello(&socket, "relative");
+    let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &Params::get("/cases", "read=/files/a.txt"), b"");
+    assert_eq!(ex.cgi().text(), "relative mount\n", "{}", ex.summary());
+}
+
+fn tcp_listener_serves_fastcgi(dir: &Path) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .expect("a free port")
+        .port();
+    let (config, socket) = config(dir, "", &["hello"]);
+    let listen = format!("tcp:127.0.0.1:{port}");
+    let mut d = Daemon::spawn(&config, &dir.join("wcgid.log"), &[("WCGID_SERVER__LISTEN", &listen)]);
+    let mut stream = poll(Duration::from_secs(60), || {
+        assert!(d.try_wait().is_none(), "wcgid exited; log:\n{}", d.log());
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .unwrap_or_else(|| panic!("wcgid not listening on {listen}; log:\n{}", d.log()));
+    assert!(!socket.exists(), "no Unix socket when listening on TCP");
+    stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    stream
+        .write_all(&fcgi::request(1, 0, &Params::get("/hello", "name=tcp"), b""))
+        .unwrap();
+    let mut bytes = Vec::new();
+    stream.read_to_end(&mut bytes).expect("read until the daemon closes");
+    let records = fcgi::parse_records(&bytes).unwrap_or_else(|e| panic!("{e}: {bytes:?}"));
+    let stdout: Vec<u8> = records
+        .iter()
+        .filter(|r| r.kind == STDOUT)
+        .flat_map(|r| r.content.clone())
+        .collect();
+    assert_eq!(fcgi::CgiResponse::parse(&stdout).text(), "Hello, tcp!\n");
+    assert_eq!(records.last().map(|r| r.kind), Some(END_REQUEST));
+}
+
+fn unknown_route_without_cgi_bin_is_404(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    let _d = start(dir, &config, &socket, &[]);
+    let params = Params::get("/nowhere", "").with("SCRIPT_FILENAME", "/srv/www/nowhere.wasm");
+    let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &params, b"");
+    assert_eq!(ex.cgi().status, 404, "{}", ex.summary());
+    assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
+}
