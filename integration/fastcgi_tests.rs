@@ -142,8 +142,8 @@ fn pipelined_request_with_the_same_id_is_served_after_the_first(f: &Fixture) {
     assert_eq!(second.cgi().text(), "Hello, second!\n", "{}", second.summary());
 }
 
-/// echo reads its body while it writes it back: the daemon must keep reading
-/// STDIN while STDOUT flows, or the two would deadlock.
+/// A 10 MiB body sent while the response is read: the daemon spools the body
+/// (to a file past 1 MiB) before echo starts, then streams echo's output.
 fn full_duplex_echo_of_10_mib(f: &Fixture) {
     let body = pseudo_random(10 << 20, 0xd0);
     let params = Params::cgi("POST", "/echo", "").with("CONTENT_LENGTH", body.len().to_string());

@@ -7,7 +7,7 @@ use crate::support::{Fixture, cases_body, lines_starting, pseudo_random, tests};
 tests! {
     Shared hello_greets_by_name,
     Shared hello_and_hello_c_give_identical_responses,
-    Shared known_bug_post_of_10_mib_is_echoed_byte_exact,
+    Shared post_of_10_mib_is_echoed_byte_exact,
     Shared post_of_64_kib_is_echoed_byte_exact,
     Shared post_to_a_guest_that_ignores_its_body_completes,
     Shared concurrent_200_requests_each_get_their_own_answer,
@@ -81,18 +81,10 @@ fn hello_and_hello_c_give_identical_responses(f: &Fixture) {
     assert_eq!(body, format!("Hello, {}!\n", "x".repeat(1024)));
 }
 
-/// KNOWN BUG: fails after nginx's fastcgi_read_timeout (10 s here) with a
-/// truncated 200 (a few hundred KiB of the 10 MiB). nginx stops sending the
-/// request body to an upstream once it has sent the upstream's response
-/// header to the client (`ngx_http_upstream_send_request_handler`: "if
-/// (u->header_sent && !u->conf->preserve_output) ... dummy_handler"). echo
-/// writes its header before reading its body and wcgid forwards it at once,
-/// so nginx stops feeding STDIN, the guest waits for the rest of its body and
-/// nothing moves until the timeout. The daemon itself streams full duplex
-/// (see fastcgi_tests::full_duplex_echo_of_10_mib); behind nginx it must not
-/// send STDOUT before the STDIN stream has ended (or must spool the body
-/// first, as php-fpm does) for this to work.
-fn known_bug_post_of_10_mib_is_echoed_byte_exact(f: &Fixture) {
+/// nginx stops sending the body once it has passed the response header on
+/// (`ngx_http_upstream_send_request_handler`); echo writes its header first,
+/// so this only works because wcgid reads the whole body before the guest.
+fn post_of_10_mib_is_echoed_byte_exact(f: &Fixture) {
     assert_echoed(f, &pseudo_random(10 << 20, 0x5eed));
 }
 

@@ -6,6 +6,7 @@
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::sync::Arc;
+use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
@@ -81,7 +82,7 @@ pub fn main() -> ExitCode {
 
 fn serve(config: Config, engine: Engine, router: Router) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let served = runtime.block_on(async {
         let server = &config.server;
         let listener = Listener::bind(server)?;
         let caps = Caps {
@@ -93,9 +94,13 @@ fn serve(config: Config, engine: Engine, router: Router) -> anyhow::Result<()> {
         let gateway = Arc::new(Gateway::new(engine, router, server.workers));
         tracing::info!(listen = %server.listen, workers = server.workers, apps = config.apps.len(), "serving");
         listener::serve(listener, gateway, caps, stop_signal()).await;
-        tracing::info!("stopped");
         Ok(())
-    })
+    });
+    // A guest still running after the drain must not hold the process: its
+    // worker thread is abandoned, not joined.
+    runtime.shutdown_timeout(Duration::from_millis(100));
+    tracing::info!("stopped");
+    served
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -5,12 +5,14 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use bytes::Bytes;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc};
+use std::io::Read;
 
-use crate::fastcgi::{self, Response};
+use tokio::sync::{Semaphore, mpsc};
+
+use crate::fastcgi::{self, Reply, Response};
 use crate::sandbox::{Engine, Outcome, Stdio};
 
+use super::body::{self, Body, MAX_BODY};
 use super::env::MetaVars;
 use super::response::{ResponseWriter, error_page};
 use super::script::{App, Route, Router};
@@ -80,6 +82,9 @@ impl fastcgi::Handler for Gateway {
             Route::CgiBin => Target::CgiBin,
             Route::NotFound => return Self::complete(404),
         };
+        if content_length.is_some_and(|len| len > MAX_BODY) {
+            return Self::complete(413);
+        }
         let (tx, rx) = mpsc::channel(REPLY_QUEUE);
         let job = Job {
             id: self.next_id.fetch_add(1, Ordering::Relaxed),
@@ -87,24 +92,37 @@ impl fastcgi::Handler for Gateway {
             vars,
             router: self.router.clone(),
             engine: self.engine.clone(),
-            stdin: Body {
-                rx: request.stdin,
-                chunk: Bytes::new(),
-                remaining: content_length,
-            },
-            out: ResponseWriter::new(tx, head_only),
+            out: ResponseWriter::new(tx.clone(), head_only),
         };
-        match self.slots.clone().try_acquire_owned() {
-            Ok(permit) => job.spawn(permit),
-            Err(_) => {
-                let slots = self.slots.clone();
-                tokio::spawn(async move {
-                    if let Ok(permit) = slots.acquire_owned().await {
-                        job.spawn(permit);
-                    }
+        let slots = self.slots.clone();
+        tokio::spawn(async move {
+            let body = match Body::collect(request.stdin, content_length).await {
+                Ok(body) => body,
+                Err(e) => {
+                    let code = match e {
+                        body::Error::TooLarge => 413,
+                        body::Error::Spool(_) => {
+                            tracing::error!(req = job.id, "{e}");
+                            500
+                        }
+                    };
+                    let _ = tx.send(Reply::Stdout(error_page(code))).await;
+                    let _ = tx.send(Reply::End { app_status: 0 }).await;
+                    return;
+                }
+            };
+            drop(tx);
+            // The connection is gone (client abort): don't start the guest.
+            if job.out.is_closed() {
+                return;
+            }
+            if let Ok(permit) = slots.acquire_owned().await {
+                tokio::task::spawn_blocking(move || {
+                    job.run(body);
+                    drop(permit);
                 });
             }
-        }
+        });
         Response::Streaming(rx)
     }
 
@@ -120,19 +138,11 @@ struct Job {
     vars: MetaVars,
     router: Arc<Router>,
     engine: Engine,
-    stdin: Body,
     out: ResponseWriter,
 }
 
 impl Job {
-    fn spawn(self, permit: OwnedSemaphorePermit) {
-        tokio::task::spawn_blocking(move || {
-            self.run();
-            drop(permit);
-        });
-    }
-
-    fn run(mut self) {
+    fn run(mut self, body: Body) {
         let app = match self.target {
             Target::App(app) => app,
             Target::CgiBin => match self.router.resolve_cgi_bin(&self.engine, &mut self.vars) {
@@ -148,7 +158,7 @@ impl Job {
         }
         let env = self.vars.to_env(app.guest.pass_http_proxy);
         let exchange = Exchange {
-            stdin: self.stdin,
+            stdin: body,
             out: self.out,
             stderr: StderrLog::new(app.name.clone(), self.id),
         };
@@ -175,37 +185,6 @@ fn finish(out: ResponseWriter, outcome: Outcome, app: &str, req: u64) {
             tracing::warn!(app, req, "guest trapped, answering 502: {why}");
             out.end_with_error(502, TRAP_APP_STATUS);
         }
-    }
-}
-
-/// The request body: STDIN chunks, cut at CONTENT_LENGTH (RFC 3875 §4.2).
-/// Without CONTENT_LENGTH the guest reads whatever STDIN carries.
-struct Body {
-    rx: mpsc::Receiver<Bytes>,
-    chunk: Bytes,
-    remaining: Option<u64>,
-}
-
-impl Body {
-    fn read(&mut self, buf: &mut [u8]) -> usize {
-        if self.remaining == Some(0) {
-            return 0;
-        }
-        if self.chunk.is_empty() {
-            match self.rx.blocking_recv() {
-                Some(chunk) => self.chunk = chunk,
-                None => return 0,
-            }
-        }
-        let limit = self
-            .remaining
-            .map_or(usize::MAX, |r| usize::try_from(r).unwrap_or(usize::MAX));
-        let n = buf.len().min(self.chunk.len()).min(limit);
-        buf[..n].copy_from_slice(&self.chunk.split_to(n));
-        if let Some(r) = &mut self.remaining {
-            *r -= n as u64;
-        }
-        n
     }
 }
 
@@ -286,7 +265,7 @@ struct Exchange {
 
 impl Stdio for Exchange {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        Ok(self.stdin.read(buf))
+        self.stdin.read(buf)
     }
 
     fn write(&mut self, data: &[u8]) -> std::io::Result<()> {

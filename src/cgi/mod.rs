@@ -1,8 +1,9 @@
 //! CGI/1.1 (RFC 3875) between the FastCGI request and the guest: script
 //! selection ([`script`], §3.3), meta-variables ([`env`], §4.1), the request
-//! body (§4.2) and the response ([`response`], §6). [`Gateway`] ties them
+//! body ([`body`], §4.2) and the response ([`response`], §6). [`Gateway`] ties them
 //! together and hands the guest to the sandbox.
 
+mod body;
 mod env;
 mod gateway;
 mod response;

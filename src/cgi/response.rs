@@ -272,6 +272,11 @@ impl ResponseWriter {
             .map_err(|_| io::ErrorKind::BrokenPipe.into())
     }
 
+    /// Whether the connection stopped listening (the client went away).
+    pub fn is_closed(&self) -> bool {
+        self.tx.is_closed()
+    }
+
     /// Why no valid header block was sent, if none was.
     pub fn head_error(&self) -> Option<HeadError> {
         match &self.state {
