@@ -15,6 +15,8 @@
 //! Beside them: [`config`] reads and validates the configuration, [`cli`] is
 //! the command line.
 
+#![deny(unsafe_code)]
+
 pub mod cgi;
 pub mod cli;
 pub mod config;

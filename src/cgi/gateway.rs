@@ -106,8 +106,11 @@ impl fastcgi::Handler for Gateway {
                             500
                         }
                     };
-                    let _ = tx.send(Reply::Stdout(error_page(code))).await;
-                    let _ = tx.send(Reply::End { app_status: 0 }).await;
+                    let end = Reply::End {
+                        stdout: error_page(code),
+                        app_status: 0,
+                    };
+                    let _ = tx.send(end).await;
                     return;
                 }
             };
@@ -174,7 +177,10 @@ fn finish(out: ResponseWriter, outcome: Outcome, app: &str, req: u64) {
         (None, Outcome::Exit(code)) => out.end(code),
         (None, Outcome::Trap(why)) => {
             // The head is out: the only honest signal left is to cut the
-            // response short, so the connection closes without END_REQUEST.
+            // response short, so after what the guest wrote the connection
+            // closes without END_REQUEST.
+            let mut out = out;
+            let _ = out.flush();
             tracing::warn!(app, req, "guest trapped after its headers, response truncated: {why}");
         }
         (Some(bad), Outcome::Exit(code)) => {

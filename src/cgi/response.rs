@@ -289,17 +289,16 @@ impl ResponseWriter {
 
     /// Sends what is left and ends the request with `app_status`.
     pub fn end(mut self, app_status: u32) {
-        if self.flush().is_ok() {
-            let _ = self.tx.blocking_send(Reply::End { app_status });
-        }
+        let stdout = self.pending.split().freeze();
+        let _ = self.tx.blocking_send(Reply::End { stdout, app_status });
     }
 
     /// Replaces whatever the guest wrote with the gateway's own page. Only
     /// valid while no header block has gone out.
     pub fn end_with_error(self, code: u16, app_status: u32) {
         debug_assert!(self.head_error().is_some());
-        let _ = self.tx.blocking_send(Reply::Stdout(error_page(code)));
-        let _ = self.tx.blocking_send(Reply::End { app_status });
+        let stdout = error_page(code);
+        let _ = self.tx.blocking_send(Reply::End { stdout, app_status });
     }
 }
 
@@ -424,8 +423,10 @@ mod tests {
             w.end(0);
         }
         let mut out = Vec::new();
-        while let Ok(Reply::Stdout(b)) = rx.try_recv() {
-            out.extend_from_slice(&b);
+        while let Ok(reply) = rx.try_recv() {
+            match reply {
+                Reply::Stdout(b) | Reply::End { stdout: b, .. } => out.extend_from_slice(&b),
+            }
         }
         (out, err)
     }

@@ -62,7 +62,12 @@ pub enum Response {
 #[derive(Debug)]
 pub enum Reply {
     Stdout(Bytes),
-    End { app_status: u32 },
+    /// The last STDOUT bytes (possibly none) and the request's end, in one
+    /// message so that a short response costs one wake-up and one write.
+    End {
+        stdout: Bytes,
+        app_status: u32,
+    },
 }
 
 /// What runs requests. `start` is called on the connection's task and must
@@ -219,8 +224,7 @@ where
                             Response::Streaming(rx) => replies = Some(rx),
                             Response::Complete { stdout, app_status } => {
                                 let keep_conn = cur.keep_conn;
-                                out.put_reply(cur.id, Reply::Stdout(stdout), None);
-                                out.put_reply(cur.id, Reply::End { app_status }, None);
+                                out.put_reply(cur.id, Reply::End { stdout, app_status }, None);
                                 out.flush().await?;
                                 current = None;
                                 stdin = None;
@@ -334,7 +338,8 @@ impl<W: AsyncWrite + Unpin> Output<W> {
         loop {
             match reply {
                 Reply::Stdout(data) => put_stream(&mut self.buf, kind::STDOUT, id, &data),
-                Reply::End { app_status } => {
+                Reply::End { stdout, app_status } => {
+                    put_stream(&mut self.buf, kind::STDOUT, id, &stdout);
                     put_record(&mut self.buf, kind::STDOUT, id, &[]);
                     put_end_request(&mut self.buf, id, app_status, status::REQUEST_COMPLETE);
                     return true;
@@ -419,8 +424,12 @@ mod tests {
                         .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
                 }
                 out += &format!("stdin {len} {sum}\n");
-                let _ = tx.send(Reply::Stdout(Bytes::from(out))).await;
-                let _ = tx.send(Reply::End { app_status: 7 }).await;
+                let _ = tx
+                    .send(Reply::End {
+                        stdout: Bytes::from(out),
+                        app_status: 7,
+                    })
+                    .await;
             });
             Response::Streaming(rx)
         }

@@ -14,6 +14,7 @@
 //! imports, resolved once at load, confines file access with `cap-std`, and
 //! streams stdio through the bounded [`Stdio`] the caller provides.
 
+mod memory;
 mod wasi;
 
 use std::path::{Path, PathBuf};
@@ -79,9 +80,10 @@ pub struct Engine {
 
 impl Default for Engine {
     fn default() -> Self {
-        Engine {
-            engine: wasmer::sys::Cranelift::default().into(),
-        }
+        use wasmer::sys::NativeEngineExt;
+        let mut engine: wasmer::Engine = wasmer::sys::Cranelift::default().into();
+        engine.set_tunables(memory::PooledTunables::new());
+        Engine { engine }
     }
 }
 

@@ -137,11 +137,11 @@ pub fn run<S: Stdio>(program: &Program, args: CStrings, env: CStrings, stdio: S)
     let mut store = Store::new(program.engine.clone());
     let host = FunctionEnv::new(&mut store, Host::new(args, env, stdio, program.preopens.clone()));
     let outcome = instantiate_and_start(program, &mut store, &host);
-    let host = host.as_mut(&mut store);
-    if let Err(e) = host.io().flush() {
-        tracing::debug!("final stdout flush failed: {e}");
-    }
-    let stdio = host.io.take().expect("stdio is present until the run ends");
+    let stdio = host
+        .as_mut(&mut store)
+        .io
+        .take()
+        .expect("stdio is present until the run ends");
     (outcome, stdio)
 }
 

@@ -1,0 +1,87 @@
+//! Per-request engine cost: a fresh Store and Instance of a guest, its
+//! `_start` run to the end, stdio discarded. Side by side: a bare Wasmer
+//! instantiate + call of an empty module (the floor), and the example guests.
+//!
+//! Run with `cargo bench --bench engine` after `scripts/build-examples`.
+
+use std::path::Path;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use wcgid::sandbox::{CStrings, Engine, Outcome, Stdio};
+
+struct Discard;
+
+impl Stdio for Discard {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn log(&mut self, _: &[u8]) {}
+}
+
+fn cgi_env() -> CStrings {
+    let mut env = CStrings::default();
+    for var in [
+        "GATEWAY_INTERFACE=CGI/1.1",
+        "QUERY_STRING=name=bench",
+        "REQUEST_METHOD=GET",
+        "SCRIPT_NAME=/hello",
+        "SERVER_NAME=localhost",
+        "SERVER_PORT=80",
+        "SERVER_PROTOCOL=HTTP/1.1",
+        "SERVER_SOFTWARE=nginx",
+        "REMOTE_ADDR=127.0.0.1",
+        "HTTP_HOST=localhost",
+        "HTTP_USER_AGENT=bench",
+        "HTTP_ACCEPT=*/*",
+    ] {
+        env.push(&[var.as_bytes()]);
+    }
+    env
+}
+
+fn engine(c: &mut Criterion) {
+    let mut group = c.benchmark_group("per request");
+
+    let engine = wasmer::Engine::default();
+    let module = wasmer::Module::new(
+        &engine,
+        r#"(module (memory (export "memory") 1) (func (export "_start")))"#,
+    )
+    .expect("empty module");
+    group.bench_function("bare wasmer instantiate + call", |b| {
+        b.iter(|| {
+            let mut store = wasmer::Store::new(engine.clone());
+            let instance = wasmer::Instance::new(&mut store, &module, &wasmer::imports! {}).unwrap();
+            let start = instance.exports.get_typed_function::<(), ()>(&store, "_start").unwrap();
+            start.call(&mut store).unwrap();
+        })
+    });
+
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let engine = Engine::default();
+    let env = cgi_env();
+    for (name, path) in [
+        ("hello.wasm (C)", "hello-c/hello.wasm"),
+        ("hello.wasm (Rust)", "hello/hello.wasm"),
+    ] {
+        let program = engine
+            .load(&root.join(path), &[])
+            .expect("run scripts/build-examples first");
+        group.bench_function(format!("wcgid {name}"), |b| {
+            b.iter(|| {
+                let (outcome, _) = program.run(CStrings::default(), env.clone(), Discard);
+                assert_eq!(outcome, Outcome::Exit(0));
+            })
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, engine);
+criterion_main!(benches);

@@ -1,0 +1,439 @@
+//! Guest linear memories that are reused instead of mapped and unmapped for
+//! every request. Every `unsafe` block of wcgid lives in this module.
+//!
+//! # Why
+//! Wasmer maps a fresh 8 GiB reservation for each instance's memory and
+//! unmaps it when the store drops. In a multi-threaded process each `munmap`
+//! frees page tables and sends TLB-shootdown interrupts to every CPU running
+//! one of our threads; measured on this machine kind, that and the page-table
+//! walk of the unmap took about half of a hello request's time. A reservation
+//! here is mapped once per worker thread and kept: a request's memory is reset
+//! with `madvise(MADV_DONTNEED)`, which drops only the pages the guest touched
+//! and frees no page tables.
+//!
+//! # Isolation
+//! Compiled code uses Wasmer's static memory style: no bounds checks, an
+//! 8 GiB reservation whose pages beyond the memory's current length are
+//! `PROT_NONE`, so any access past the end faults (a trap). The invariants
+//! kept here:
+//! - the pages readable and writable are exactly `[0, current length)`;
+//! - every page outside them holds nothing: never touched, or discarded by
+//!   the reset that ended its last use;
+//! - a reservation is reset before it is reused, and one that cannot be reset
+//!   is unmapped instead.
+//!
+//! So a guest sees zeroed memory plus its own data segments, never a previous
+//! request's bytes.
+
+#![allow(unsafe_code)]
+
+use std::cell::RefCell;
+use std::io;
+use std::ptr::NonNull;
+
+use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap_anonymous, mprotect, munmap};
+use wasmer::sys::vm::{LinearMemory, MemoryError, MemoryStyle, VMConfig, VMMemory, VMMemoryDefinition, VMTable};
+use wasmer::sys::vm::{TableStyle, VMTableDefinition};
+use wasmer::sys::{BaseTunables, Tunables};
+use wasmer::{MemoryType, Pages, TableType};
+
+/// Bytes reserved per memory: the wasm32 address space and Wasmer's offset
+/// guard behind it (what its static memory style assumes).
+const RESERVED: usize =
+    (MemoryStyle::static_bound().0 as usize) * WASM_PAGE + MemoryStyle::static_offset_guard_size() as usize;
+const WASM_PAGE: usize = 65536;
+/// Reservations a thread keeps for reuse; a guest has one memory, so one
+/// would do, but a module with several must not thrash.
+const KEPT_PER_THREAD: usize = 4;
+
+thread_local! {
+    static FREE: RefCell<Vec<Reservation>> = const { RefCell::new(Vec::new()) };
+}
+
+/// Wasmer's tunables with memories from [`Reservation`]s.
+pub struct PooledTunables {
+    base: BaseTunables,
+}
+
+impl PooledTunables {
+    pub fn new() -> Self {
+        PooledTunables {
+            base: BaseTunables::new(),
+        }
+    }
+}
+
+impl Tunables for PooledTunables {
+    fn memory_style(&self, memory: &MemoryType) -> MemoryStyle {
+        self.base.memory_style(memory)
+    }
+
+    fn table_style(&self, table: &TableType) -> TableStyle {
+        self.base.table_style(table)
+    }
+
+    fn create_host_memory(&self, ty: &MemoryType, style: &MemoryStyle) -> Result<VMMemory, MemoryError> {
+        self.base.create_host_memory(ty, style)
+    }
+
+    unsafe fn create_vm_memory(
+        &self,
+        ty: &MemoryType,
+        style: &MemoryStyle,
+        definition: NonNull<VMMemoryDefinition>,
+    ) -> Result<VMMemory, MemoryError> {
+        if *style != MemoryStyle::Static || ty.shared {
+            return Err(MemoryError::Generic(format!(
+                "unsupported memory {ty:?} in style {style:?}"
+            )));
+        }
+        let memory: Box<dyn LinearMemory + Send + Sync> = Box::new(PooledMemory::new(*ty, definition)?);
+        Ok(VMMemory::from_custom(memory))
+    }
+
+    fn create_host_table(&self, ty: &TableType, style: &TableStyle) -> Result<VMTable, String> {
+        self.base.create_host_table(ty, style)
+    }
+
+    unsafe fn create_vm_table(
+        &self,
+        ty: &TableType,
+        style: &TableStyle,
+        definition: NonNull<VMTableDefinition>,
+    ) -> Result<VMTable, String> {
+        // SAFETY: the caller's contract (a valid definition in the
+        // instance's VMContext) is passed on unchanged.
+        unsafe { self.base.create_vm_table(ty, style, definition) }
+    }
+
+    fn vmconfig(&self) -> &VMConfig {
+        self.base.vmconfig()
+    }
+}
+
+/// One mapped reservation of [`RESERVED`] bytes, the first `accessible` of
+/// them readable and writable, the rest `PROT_NONE`.
+#[derive(Debug)]
+struct Reservation {
+    base: NonNull<u8>,
+    accessible: usize,
+}
+
+impl Reservation {
+    /// One from this thread's free list, or a new mapping.
+    fn take() -> io::Result<Reservation> {
+        if let Some(r) = FREE.with_borrow_mut(Vec::pop) {
+            return Ok(r);
+        }
+        // SAFETY: a new private anonymous mapping, chosen by the kernel, so
+        // it aliases nothing; PROT_NONE until parts are made accessible.
+        let base = unsafe {
+            mmap_anonymous(
+                None,
+                RESERVED.try_into().expect("non-zero"),
+                ProtFlags::PROT_NONE,
+                MapFlags::MAP_PRIVATE | MapFlags::MAP_NORESERVE,
+            )
+        }?;
+        Ok(Reservation {
+            base: base.cast(),
+            accessible: 0,
+        })
+    }
+
+    /// Makes exactly the first `bytes` accessible. Only growth may happen
+    /// while a guest runs; shrinking is for a freshly reset reservation,
+    /// whose pages hold nothing.
+    fn set_accessible(&mut self, bytes: usize) -> io::Result<()> {
+        debug_assert!(bytes <= RESERVED && bytes.is_multiple_of(WASM_PAGE));
+        let (from, to, prot) = if bytes > self.accessible {
+            (self.accessible, bytes, ProtFlags::PROT_READ | ProtFlags::PROT_WRITE)
+        } else {
+            (bytes, self.accessible, ProtFlags::PROT_NONE)
+        };
+        if from == to {
+            return Ok(());
+        }
+        // SAFETY: [from, to) lies inside our own reservation; changing its
+        // protection affects no other Rust object. Code that may run the
+        // guest sees the change through the updated VMMemoryDefinition.
+        unsafe { mprotect(self.at(from), to - from, prot) }?;
+        self.accessible = bytes;
+        Ok(())
+    }
+
+    /// Discards every page the guest could have touched; they read as zero
+    /// from now on.
+    fn reset(&mut self) -> io::Result<()> {
+        if self.accessible == 0 {
+            return Ok(());
+        }
+        // SAFETY: the range is inside our reservation and no guest runs on
+        // it any more (the memory is being dropped); MADV_DONTNEED on a
+        // private anonymous mapping makes the pages zero-fill-on-demand.
+        unsafe { madvise(self.base.cast(), self.accessible, MmapAdvise::MADV_DONTNEED) }?;
+        Ok(())
+    }
+
+    fn at(&self, offset: usize) -> NonNull<std::ffi::c_void> {
+        // SAFETY: callers pass offsets within the reservation.
+        unsafe { self.base.add(offset) }.cast()
+    }
+
+    /// Back to this thread's free list, reset; unmapped if that fails or the
+    /// list is full.
+    fn release(mut self) {
+        if self.reset().is_ok() {
+            let kept = FREE.with_borrow_mut(|free| {
+                if free.len() < KEPT_PER_THREAD {
+                    free.push(self);
+                    None
+                } else {
+                    Some(self)
+                }
+            });
+            drop(kept);
+        }
+    }
+}
+
+impl Drop for Reservation {
+    fn drop(&mut self) {
+        // SAFETY: the mapping is ours and nothing refers into it any more.
+        if let Err(e) = unsafe { munmap(self.base.cast(), RESERVED) } {
+            tracing::error!("munmap of a guest memory failed: {e}");
+        }
+    }
+}
+
+/// A guest's linear memory on a [`Reservation`].
+#[derive(Debug)]
+struct PooledMemory {
+    reservation: Option<Reservation>,
+    /// Where compiled code reads base and length: in the instance's VMContext.
+    definition: NonNull<VMMemoryDefinition>,
+    ty: MemoryType,
+    pages: Pages,
+    maximum: Pages,
+}
+
+// SAFETY: the raw pointers refer to the reservation this value owns and to
+// the instance's VMContext, which Wasmer keeps alive and in place for as
+// long as the memory; Wasmer only touches a store from one thread at a time.
+unsafe impl Send for PooledMemory {}
+// SAFETY: as above; `&self` methods only read.
+unsafe impl Sync for PooledMemory {}
+
+impl PooledMemory {
+    fn new(ty: MemoryType, definition: NonNull<VMMemoryDefinition>) -> Result<Self, MemoryError> {
+        let maximum = ty
+            .maximum
+            .unwrap_or(MemoryStyle::static_bound())
+            .min(MemoryStyle::static_bound());
+        if ty.minimum > maximum {
+            return Err(MemoryError::MinimumMemoryTooLarge {
+                min_requested: ty.minimum,
+                max_allowed: maximum,
+            });
+        }
+        let region = |e: io::Error| MemoryError::Region(e.to_string());
+        let mut reservation = Reservation::take().map_err(region)?;
+        if let Err(e) = reservation.set_accessible(ty.minimum.bytes().0) {
+            // Its state is unknown: unmap rather than reuse.
+            drop(reservation);
+            return Err(region(e));
+        }
+        let memory = PooledMemory {
+            definition,
+            ty,
+            pages: ty.minimum,
+            maximum,
+            reservation: Some(reservation),
+        };
+        memory.publish();
+        Ok(memory)
+    }
+
+    /// Writes base and length where compiled code reads them.
+    fn publish(&self) {
+        let reservation = self.reservation.as_ref().expect("present until drop");
+        // SAFETY: `definition` points into the live VMContext of the instance
+        // that owns this memory (the Tunables contract), and nothing else
+        // writes it while Wasmer calls into this memory.
+        unsafe {
+            *self.definition.as_ptr() = VMMemoryDefinition {
+                base: reservation.base.as_ptr(),
+                current_length: reservation.accessible,
+            };
+        }
+    }
+}
+
+impl LinearMemory for PooledMemory {
+    fn ty(&self) -> MemoryType {
+        MemoryType {
+            minimum: self.pages,
+            ..self.ty
+        }
+    }
+
+    fn size(&self) -> Pages {
+        self.pages
+    }
+
+    fn style(&self) -> MemoryStyle {
+        MemoryStyle::Static
+    }
+
+    fn grow(&mut self, delta: Pages) -> Result<Pages, MemoryError> {
+        let previous = self.pages;
+        let could_not = || MemoryError::CouldNotGrow {
+            current: previous,
+            attempted_delta: delta,
+        };
+        let pages = previous
+            .checked_add(delta)
+            .filter(|p| *p <= self.maximum)
+            .ok_or_else(could_not)?;
+        let reservation = self.reservation.as_mut().expect("present until drop");
+        reservation.set_accessible(pages.bytes().0).map_err(|_| could_not())?;
+        self.pages = pages;
+        self.publish();
+        Ok(previous)
+    }
+
+    fn vmmemory(&self) -> NonNull<VMMemoryDefinition> {
+        self.definition
+    }
+
+    fn try_clone(&self) -> Result<Box<dyn LinearMemory + Send + Sync + 'static>, MemoryError> {
+        Err(MemoryError::MemoryNotShared)
+    }
+
+    fn copy(&self) -> Result<Box<dyn LinearMemory + Send + Sync + 'static>, MemoryError> {
+        Err(MemoryError::UnsupportedOperation {
+            message: "guest memories are not copied".into(),
+        })
+    }
+}
+
+impl Drop for PooledMemory {
+    fn drop(&mut self) {
+        if let Some(reservation) = self.reservation.take() {
+            reservation.release();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    //! Each test runs instances one after another on one thread, so the
+    //! second reuses the first one's reservation.
+
+    use wasmer::{Instance, Module, Store, TypedFunction, imports};
+
+    use super::*;
+
+    const PROBE: &str = r#"(module
+        (memory (export "memory") 1 10)
+        (func (export "store") (param i32 i32) (i32.store (local.get 0) (local.get 1)))
+        (func (export "load") (param i32) (result i32) (i32.load (local.get 0)))
+        (func (export "grow") (param i32) (result i32) (memory.grow (local.get 0))))"#;
+
+    struct Probe {
+        store: Store,
+        instance: Instance,
+    }
+
+    impl Probe {
+        fn new(module: &Module) -> Probe {
+            let mut store = Store::new(engine());
+            let instance = Instance::new(&mut store, module, &imports! {}).unwrap();
+            Probe { store, instance }
+        }
+        fn func<A: wasmer::WasmTypeList, R: wasmer::WasmTypeList>(&self, name: &str) -> TypedFunction<A, R> {
+            self.instance.exports.get_typed_function(&self.store, name).unwrap()
+        }
+        fn store(&mut self, addr: u32, value: i32) -> Result<(), wasmer::RuntimeError> {
+            self.func::<(i32, i32), ()>("store")
+                .call(&mut self.store, addr as i32, value)
+        }
+        fn load(&mut self, addr: u32) -> Result<i32, wasmer::RuntimeError> {
+            self.func::<i32, i32>("load").call(&mut self.store, addr as i32)
+        }
+        fn grow(&mut self, pages: i32) -> i32 {
+            self.func::<i32, i32>("grow").call(&mut self.store, pages).unwrap()
+        }
+    }
+
+    thread_local! {
+        static ENGINE: wasmer::Engine = crate::sandbox::Engine::default().engine;
+    }
+
+    /// The thread's engine (with the pooled tunables).
+    fn engine() -> wasmer::Engine {
+        ENGINE.with(Clone::clone)
+    }
+
+    fn probe_module() -> Module {
+        Module::new(&engine(), PROBE).unwrap()
+    }
+
+    #[test]
+    fn a_write_in_one_instance_is_invisible_to_the_next() {
+        let module = probe_module();
+        let mut first = Probe::new(&module);
+        first.store(60_000, 0x5eed).unwrap();
+        assert_eq!(first.grow(2), 1);
+        first.store(3 * 65536 - 4, 0x7a11).unwrap();
+        drop(first);
+        assert_eq!(FREE.with_borrow(Vec::len), 1, "the reservation went back to the pool");
+        let mut second = Probe::new(&module);
+        assert_eq!(FREE.with_borrow(Vec::len), 0, "and was reused");
+        assert_eq!(second.load(60_000).unwrap(), 0);
+        // The pages the first instance grew into are gone, and zero when grown again.
+        assert!(second.load(3 * 65536 - 4).is_err());
+        assert_eq!(second.grow(2), 1);
+        assert_eq!(second.load(3 * 65536 - 4).unwrap(), 0);
+    }
+
+    #[test]
+    fn access_beyond_the_end_traps_and_growth_stops_at_the_maximum() {
+        let module = probe_module();
+        let mut p = Probe::new(&module);
+        assert!(p.load(65536 - 4).is_ok());
+        assert!(p.load(65536 - 3).is_err(), "a load straddling the end traps");
+        assert!(p.store(65536, 1).is_err());
+        assert!(p.load(u32::MAX - 3).is_err());
+        assert_eq!(p.grow(9), 1);
+        assert!(p.load(10 * 65536 - 4).is_ok());
+        assert_eq!(p.grow(1), -1, "past the declared maximum of 10 pages");
+        assert!(p.load(10 * 65536).is_err());
+    }
+
+    #[test]
+    fn a_smaller_memory_after_a_larger_one_gets_exactly_its_size() {
+        let big = Module::new(&engine(), PROBE.replace("1 10", "8 10")).unwrap();
+        let mut first = Probe::new(&big);
+        first.store(8 * 65536 - 4, 9).unwrap();
+        drop(first);
+        let mut second = Probe::new(&probe_module());
+        assert!(second.load(65536).is_err(), "pages beyond one must not stay accessible");
+        assert_eq!(second.grow(7), 1);
+        assert_eq!(second.load(8 * 65536 - 4).unwrap(), 0);
+    }
+
+    #[test]
+    fn data_segments_are_restored_for_every_instance() {
+        let wat = PROBE.replace(
+            "(func (export \"store\")",
+            "(data (i32.const 100) \"\\2a\\00\\00\\00\") (func (export \"store\")",
+        );
+        let module = Module::new(&engine(), wat).unwrap();
+        for _ in 0..3 {
+            let mut p = Probe::new(&module);
+            assert_eq!(p.load(100).unwrap(), 42);
+            p.store(100, 7).unwrap();
+        }
+    }
+}
