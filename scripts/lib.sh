@@ -1,3 +1,4 @@
+# shellcheck shell=bash
 # Shared setup for the scripts in this directory: sourced, not run.
 #
 # Everything here is idempotent, so each script can call what it needs and
@@ -5,6 +6,7 @@
 
 set -euo pipefail
 
+export WCGID_ROOT
 WCGID_ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 # One warm target dir for every script, CI and the developer: a cold build of
 # wasmer takes minutes.
