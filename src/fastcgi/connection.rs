@@ -88,6 +88,15 @@ struct Current {
     oversized: bool,
 }
 
+/// What the connection does after an event.
+enum Next {
+    Continue,
+    /// A request without FCGI_KEEP_CONN ended: close gracefully.
+    Close,
+    /// Close at once (the peer left, or the response broke off).
+    Drop,
+}
+
 /// Serves FastCGI requests from `reader`/`writer` until the peer closes, a
 /// request without FCGI_KEEP_CONN ends, or the peer breaks the protocol.
 pub async fn serve<R, W>(reader: R, writer: W, handler: &dyn Handler, caps: &Caps) -> Result<(), Error>
@@ -95,175 +104,232 @@ where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
 {
-    let mut reader = RecordReader::new(reader);
-    let mut out = Output {
-        writer,
-        buf: BytesMut::new(),
+    let mut conn = Connection {
+        reader: RecordReader::new(reader),
+        out: Output {
+            writer,
+            buf: BytesMut::new(),
+        },
+        handler,
+        caps,
+        current: None,
+        stdin: None,
+        pending_stdin: None,
+        replies: None,
+        deferred: None,
     };
-    let mut current: Option<Current> = None;
+    loop {
+        let next = tokio::select! {
+            biased;
+            reply = next_reply(&mut conn.replies) => conn.on_reply(reply).await?,
+            permit = reserve(&conn.stdin), if conn.pending_stdin.is_some() => conn.on_stdin_room(permit),
+            record = next_record(&mut conn.reader, &mut conn.deferred), if conn.reading() => match record? {
+                Some(record) => conn.on_record(record).await?,
+                None => Next::Drop,
+            },
+        };
+        match next {
+            Next::Continue => {}
+            Next::Close => return conn.out.close(conn.reader).await,
+            // Dropping the channels cancels a running request.
+            Next::Drop => return Ok(()),
+        }
+    }
+}
+
+struct Connection<'a, R, W> {
+    reader: RecordReader<R>,
+    out: Output<W>,
+    handler: &'a dyn Handler,
+    caps: &'a Caps,
+    current: Option<Current>,
     // Channels of the running request; `None` when there is none, or when
     // that direction has finished.
-    let mut stdin: Option<mpsc::Sender<Bytes>> = None;
-    let mut pending_stdin: Option<Bytes> = None;
-    let mut replies: Option<mpsc::Receiver<Reply>> = None;
-    // A pipelined BEGIN_REQUEST reusing the current id, held until the
-    // current request ends; reading pauses meanwhile.
-    let mut deferred: Option<Record> = None;
+    stdin: Option<mpsc::Sender<Bytes>>,
+    /// A STDIN chunk waiting for room in the handler's queue; reading pauses
+    /// meanwhile.
+    pending_stdin: Option<Bytes>,
+    replies: Option<mpsc::Receiver<Reply>>,
+    /// A pipelined BEGIN_REQUEST reusing the current id, held until the
+    /// current request ends; reading pauses meanwhile.
+    deferred: Option<Record>,
+}
 
-    loop {
-        tokio::select! {
-            biased;
-            reply = next_reply(&mut replies) => {
-                let cur = current.as_ref().expect("replies belong to the current request");
-                let Some(reply) = reply else {
-                    tracing::warn!("response ended without END_REQUEST; closing the connection");
-                    out.flush().await?;
-                    return Ok(());
-                };
-                let keep_conn = cur.keep_conn;
-                if out.put_reply(cur.id, reply, replies.as_mut()) {
-                    out.flush().await?;
-                    current = None;
-                    stdin = None;
-                    pending_stdin = None;
-                    replies = None;
-                    if !keep_conn {
-                        return out.close(reader).await;
-                    }
-                } else {
-                    out.flush().await?;
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
+    fn reading(&self) -> bool {
+        self.pending_stdin.is_none() && (self.deferred.is_none() || self.current.is_none())
+    }
+
+    async fn on_reply(&mut self, reply: Option<Reply>) -> Result<Next, Error> {
+        let id = self.current.as_ref().expect("replies belong to the current request").id;
+        let Some(reply) = reply else {
+            tracing::warn!("response ended without END_REQUEST; closing the connection");
+            self.out.flush().await?;
+            return Ok(Next::Drop);
+        };
+        let ended = self.out.put_reply(id, reply, self.replies.as_mut());
+        self.out.flush().await?;
+        Ok(if ended { self.end_request() } else { Next::Continue })
+    }
+
+    /// The current request is over: forget it and its channels.
+    fn end_request(&mut self) -> Next {
+        let keep_conn = self.current.take().is_some_and(|c| c.keep_conn);
+        (self.stdin, self.pending_stdin, self.replies) = (None, None, None);
+        if keep_conn { Next::Continue } else { Next::Close }
+    }
+
+    fn on_stdin_room(&mut self, permit: Option<mpsc::OwnedPermit<Bytes>>) -> Next {
+        match permit {
+            Some(permit) => {
+                permit.send(self.pending_stdin.take().expect("guarded"));
+            }
+            // The handler stopped reading its body: drop the rest.
+            None => (self.stdin, self.pending_stdin) = (None, None),
+        }
+        Next::Continue
+    }
+
+    async fn on_record(&mut self, record: Record) -> Result<Next, Error> {
+        if record.id == 0 {
+            management(&mut self.out, record, self.caps)?;
+            self.out.flush().await?;
+            return Ok(Next::Continue);
+        }
+        let active = self.current.as_ref().is_some_and(|c| c.id == record.id);
+        let unexpected = Error::Unexpected {
+            kind: record.kind,
+            id: record.id,
+        };
+        match record.kind {
+            kind::BEGIN_REQUEST => self.on_begin(record).await,
+            kind::PARAMS if active => self.on_params(record).await,
+            kind::STDIN if active => {
+                if self.current.as_ref().is_some_and(|c| c.params.is_some()) {
+                    return Err(unexpected);
+                }
+                self.on_stdin(record.content);
+                Ok(Next::Continue)
+            }
+            kind::ABORT_REQUEST if active => {
+                put_end_request(
+                    &mut self.out.buf,
+                    record.id,
+                    ABORTED_APP_STATUS,
+                    status::REQUEST_COMPLETE,
+                );
+                self.out.flush().await?;
+                Ok(self.end_request())
+            }
+            // DATA (a Filter's stream), and the application's own record
+            // types, have no place in a Responder's request.
+            _ if active => Err(unexpected),
+            // Records for inactive requests are ignored (§3.3): the tail of a
+            // body the program did not read, or an aborted request.
+            _ => Ok(Next::Continue),
+        }
+    }
+
+    async fn on_begin(&mut self, record: Record) -> Result<Next, Error> {
+        let (role, flags) = begin_body(&record)?;
+        let keep_conn = flags & KEEP_CONN != 0;
+        match &self.current {
+            Some(cur) if cur.id == record.id => {
+                // Pipelined after a complete request: served after it.
+                // Before the request's input ended, it is nonsense.
+                if cur.params.is_some() || self.stdin.is_some() {
+                    return Err(Error::Unexpected {
+                        kind: record.kind,
+                        id: record.id,
+                    });
+                }
+                self.deferred = Some(record);
+                return Ok(Next::Continue);
+            }
+            Some(_) => put_end_request(&mut self.out.buf, record.id, 0, status::CANT_MPX_CONN),
+            None if role != ROLE_RESPONDER => {
+                put_end_request(&mut self.out.buf, record.id, 0, status::UNKNOWN_ROLE);
+                if !keep_conn {
+                    self.out.flush().await?;
+                    return Ok(Next::Close);
                 }
             }
-            permit = reserve(&stdin), if pending_stdin.is_some() => {
-                match permit {
-                    Some(permit) => {
-                        permit.send(pending_stdin.take().expect("guarded"));
-                    }
-                    // The handler stopped reading its body: drop the rest.
-                    None => (stdin, pending_stdin) = (None, None),
-                }
+            None => {
+                self.current = Some(Current {
+                    id: record.id,
+                    keep_conn,
+                    params: Some(BytesMut::new()),
+                    oversized: false,
+                })
             }
-            record = next_record(&mut reader, &mut deferred), if pending_stdin.is_none() && (deferred.is_none() || current.is_none()) => {
-                let Some(record) = record? else {
-                    // The peer closed; dropping the channels cancels any request.
-                    return Ok(());
-                };
-                if record.id == 0 {
-                    management(&mut out, record, caps)?;
-                    out.flush().await?;
-                    continue;
-                }
-                let active = current.as_ref().is_some_and(|c| c.id == record.id);
-                match record.kind {
-                    kind::BEGIN_REQUEST => {
-                        let (role, flags) = begin_body(&record)?;
-                        let keep_conn = flags & KEEP_CONN != 0;
-                        if active {
-                            let input_done = current.as_ref().is_some_and(|c| c.params.is_none()) && stdin.is_none();
-                            if !input_done {
-                                return Err(Error::Unexpected { kind: record.kind, id: record.id });
-                            }
-                            deferred = Some(record);
-                            continue;
-                        }
-                        if current.is_some() {
-                            put_end_request(&mut out.buf, record.id, 0, status::CANT_MPX_CONN);
-                        } else if role != ROLE_RESPONDER {
-                            put_end_request(&mut out.buf, record.id, 0, status::UNKNOWN_ROLE);
-                            if !keep_conn {
-                                out.flush().await?;
-                                return out.close(reader).await;
-                            }
-                        } else {
-                            current = Some(Current {
-                                id: record.id,
-                                keep_conn,
-                                params: Some(BytesMut::new()),
-                                oversized: false,
-                            });
-                        }
-                        out.flush().await?;
-                    }
-                    kind::PARAMS if active => {
-                        let cur = current.as_mut().expect("active");
-                        let Some(buf) = cur.params.as_mut() else {
-                            // A repeated terminator is harmless; more params are not.
-                            if record.content.is_empty() {
-                                continue;
-                            }
-                            return Err(Error::Unexpected { kind: record.kind, id: record.id });
-                        };
-                        if !record.content.is_empty() {
-                            if buf.len() + record.content.len() > caps.max_params_bytes {
-                                cur.oversized = true;
-                                *buf = BytesMut::new();
-                            } else if !cur.oversized {
-                                buf.extend_from_slice(&record.content);
-                            }
-                            continue;
-                        }
-                        let stream = cur.params.take().expect("checked").freeze();
-                        let params = if cur.oversized {
-                            None
-                        } else {
-                            match Params::decode(stream, caps.max_params) {
-                                Ok(params) => Some(params),
-                                Err(super::params::Error::TooMany(_)) => None,
-                                Err(e) => return Err(e.into()),
-                            }
-                        };
-                        let response = match params {
-                            Some(params) => {
-                                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-                                stdin = Some(tx);
-                                handler.start(Request { params, stdin: rx })
-                            }
-                            None => handler.params_too_large(),
-                        };
-                        match response {
-                            Response::Streaming(rx) => replies = Some(rx),
-                            Response::Complete { stdout, app_status } => {
-                                let keep_conn = cur.keep_conn;
-                                out.put_reply(cur.id, Reply::End { stdout, app_status }, None);
-                                out.flush().await?;
-                                current = None;
-                                stdin = None;
-                                if !keep_conn {
-                                    return out.close(reader).await;
-                                }
-                            }
-                        }
-                    }
-                    kind::STDIN if active => {
-                        if current.as_ref().is_some_and(|c| c.params.is_some()) {
-                            return Err(Error::Unexpected { kind: record.kind, id: record.id });
-                        }
-                        if record.content.is_empty() {
-                            stdin = None;
-                        } else if let Some(tx) = &stdin {
-                            match tx.try_send(record.content) {
-                                Ok(()) => {}
-                                Err(mpsc::error::TrySendError::Full(chunk)) => pending_stdin = Some(chunk),
-                                Err(mpsc::error::TrySendError::Closed(_)) => stdin = None,
-                            }
-                        }
-                    }
-                    kind::ABORT_REQUEST if active => {
-                        let keep_conn = current.take().expect("active").keep_conn;
-                        (stdin, pending_stdin, replies) = (None, None, None);
-                        put_end_request(&mut out.buf, record.id, ABORTED_APP_STATUS, status::REQUEST_COMPLETE);
-                        out.flush().await?;
-                        if !keep_conn {
-                            return out.close(reader).await;
-                        }
-                    }
-                    // DATA (a Filter's stream), and the application's own record
-                    // types, have no place in a Responder's request.
-                    _ if active => return Err(Error::Unexpected { kind: record.kind, id: record.id }),
-                    // Records for inactive requests are ignored (§3.3): the tail
-                    // of a body the program did not read, or an aborted request.
-                    _ => {}
-                }
+        }
+        self.out.flush().await?;
+        Ok(Next::Continue)
+    }
+
+    /// Collects the PARAMS stream (§5.2); at its end, starts the request.
+    async fn on_params(&mut self, record: Record) -> Result<Next, Error> {
+        let caps = self.caps;
+        let cur = self.current.as_mut().expect("active");
+        let Some(buf) = cur.params.as_mut() else {
+            // A repeated terminator is harmless; more params are not.
+            if record.content.is_empty() {
+                return Ok(Next::Continue);
+            }
+            return Err(Error::Unexpected {
+                kind: record.kind,
+                id: record.id,
+            });
+        };
+        if !record.content.is_empty() {
+            if buf.len() + record.content.len() > caps.max_params_bytes {
+                cur.oversized = true;
+                *buf = BytesMut::new();
+            } else if !cur.oversized {
+                buf.extend_from_slice(&record.content);
+            }
+            return Ok(Next::Continue);
+        }
+        let stream = cur.params.take().expect("checked").freeze();
+        let params = match cur.oversized {
+            true => None,
+            false => match Params::decode(stream, caps.max_params) {
+                Ok(params) => Some(params),
+                Err(super::params::Error::TooMany(_)) => None,
+                Err(e) => return Err(e.into()),
+            },
+        };
+        let response = match params {
+            Some(params) => {
+                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
+                self.stdin = Some(tx);
+                self.handler.start(Request { params, stdin: rx })
+            }
+            None => self.handler.params_too_large(),
+        };
+        match response {
+            Response::Streaming(rx) => {
+                self.replies = Some(rx);
+                Ok(Next::Continue)
+            }
+            Response::Complete { stdout, app_status } => {
+                let id = cur.id;
+                self.out.put_reply(id, Reply::End { stdout, app_status }, None);
+                self.out.flush().await?;
+                Ok(self.end_request())
+            }
+        }
+    }
+
+    /// Passes a STDIN chunk on; the empty record ends the stream (§5.3).
+    fn on_stdin(&mut self, content: Bytes) {
+        if content.is_empty() {
+            self.stdin = None;
+        } else if let Some(tx) = &self.stdin {
+            match tx.try_send(content) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(chunk)) => self.pending_stdin = Some(chunk),
+                Err(mpsc::error::TrySendError::Closed(_)) => self.stdin = None,
             }
         }
     }
