@@ -86,13 +86,18 @@ struct Current {
     /// has started. `oversized` once it passed the caps: the rest is dropped.
     params: Option<BytesMut>,
     oversized: bool,
+    /// The empty STDIN record arrived: the peer has sent the whole request.
+    input_ended: bool,
 }
 
 /// What the connection does after an event.
 enum Next {
     Continue,
-    /// A request without FCGI_KEEP_CONN ended: close gracefully.
-    Close,
+    /// A request without FCGI_KEEP_CONN ended: close, first reading what the
+    /// peer still sends if `linger` (the request's input had not ended).
+    Close {
+        linger: bool,
+    },
     /// Close at once (the peer left, or the response broke off).
     Drop,
 }
@@ -130,7 +135,7 @@ where
         };
         match next {
             Next::Continue => {}
-            Next::Close => return conn.out.close(conn.reader).await,
+            Next::Close { linger } => return conn.out.close(conn.reader, linger).await,
             // Dropping the channels cancels a running request.
             Next::Drop => return Ok(()),
         }
@@ -174,9 +179,16 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
 
     /// The current request is over: forget it and its channels.
     fn end_request(&mut self) -> Next {
-        let keep_conn = self.current.take().is_some_and(|c| c.keep_conn);
+        let (keep_conn, input_ended) = self
+            .current
+            .take()
+            .map_or((false, false), |c| (c.keep_conn, c.input_ended));
         (self.stdin, self.pending_stdin, self.replies) = (None, None, None);
-        if keep_conn { Next::Continue } else { Next::Close }
+        if keep_conn {
+            Next::Continue
+        } else {
+            Next::Close { linger: !input_ended }
+        }
     }
 
     fn on_stdin_room(&mut self, permit: Option<mpsc::OwnedPermit<Bytes>>) -> Next {
@@ -207,6 +219,9 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
             kind::STDIN if active => {
                 if self.current.as_ref().is_some_and(|c| c.params.is_some()) {
                     return Err(unexpected);
+                }
+                if record.content.is_empty() {
+                    self.current.as_mut().expect("active").input_ended = true;
                 }
                 self.on_stdin(record.content);
                 Ok(Next::Continue)
@@ -251,7 +266,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
                 put_end_request(&mut self.out.buf, record.id, 0, status::UNKNOWN_ROLE);
                 if !keep_conn {
                     self.out.flush().await?;
-                    return Ok(Next::Close);
+                    return Ok(Next::Close { linger: true });
                 }
             }
             None => {
@@ -260,6 +275,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
                     keep_conn,
                     params: Some(BytesMut::new()),
                     oversized: false,
+                    input_ended: false,
                 })
             }
         }
@@ -430,11 +446,14 @@ impl<W: AsyncWrite + Unpin> Output<W> {
     }
 
     /// Ends the connection after a request without FCGI_KEEP_CONN (§3.5):
-    /// half-close, then read what the peer still sends until it closes, so
-    /// unread input cannot reset the connection before the response arrives.
-    async fn close<R: AsyncRead + Unpin>(mut self, mut reader: RecordReader<R>) -> Result<(), Error> {
+    /// half-close, and if the peer may still be sending (`linger`, or bytes
+    /// already waiting), read until it closes, so that unread input cannot
+    /// reset the connection before the response arrives.
+    async fn close<R: AsyncRead + Unpin>(mut self, mut reader: RecordReader<R>, linger: bool) -> Result<(), Error> {
         self.writer.shutdown().await?;
-        let _ = tokio::time::timeout(LINGER, async { while let Ok(Some(_)) = reader.next().await {} }).await;
+        if linger || reader.has_buffered() {
+            let _ = tokio::time::timeout(LINGER, async { while let Ok(Some(_)) = reader.next().await {} }).await;
+        }
         Ok(())
     }
 }

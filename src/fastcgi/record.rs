@@ -57,6 +57,11 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         }
     }
 
+    /// Whether bytes the peer sent are waiting, unread.
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
     #[cfg(test)]
     pub fn io_mut(&mut self) -> &mut R {
         &mut self.io
