@@ -7,22 +7,7 @@
 use std::path::Path;
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use wcgid::sandbox::{CStrings, Engine, Outcome, Stdio};
-
-struct Discard;
-
-impl Stdio for Discard {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Ok(0)
-    }
-    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn log(&mut self, _: &[u8]) {}
-}
+use wcgid::sandbox::{CStrings, Engine, NullStdio, Outcome};
 
 fn cgi_env() -> CStrings {
     let mut env = CStrings::default();
@@ -75,7 +60,7 @@ fn engine(c: &mut Criterion) {
             .expect("run scripts/build-examples first");
         group.bench_function(format!("wcgid {name}"), |b| {
             b.iter(|| {
-                let (outcome, _) = program.run(CStrings::default(), env.clone(), Discard);
+                let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
                 assert_eq!(outcome, Outcome::Exit(0));
             })
         });

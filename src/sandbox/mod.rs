@@ -53,6 +53,23 @@ pub trait Stdio: Send + 'static {
     fn log(&mut self, data: &[u8]);
 }
 
+/// Stdio with an empty stdin that discards all output: what a program gets
+/// when it is type-checked at load, or benchmarked.
+pub struct NullStdio;
+
+impl Stdio for NullStdio {
+    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
+        Ok(0)
+    }
+    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn log(&mut self, _: &[u8]) {}
+}
+
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("cannot read module {path}: {source}")]

@@ -429,10 +429,14 @@ fn path_readlink<S: Stdio>(
     })
 }
 
-/// `path_create_directory`, `path_remove_directory`, `path_unlink_file`:
-/// mounts are read-only.
-fn path_change<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _path: i32, _len: i32) -> i32 {
+/// Any call that would change something under a mount: they are read-only.
+fn read_only<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32) -> i32 {
     with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+}
+
+/// `path_create_directory`, `path_remove_directory`, `path_unlink_file`.
+fn path_change<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _path: i32, _len: i32) -> i32 {
+    read_only(env, dirfd)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -446,7 +450,7 @@ fn path_filestat_set_times<S: Stdio>(
     _mtim: i64,
     _fst: i32,
 ) -> i32 {
-    with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+    read_only(env, dirfd)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -460,7 +464,7 @@ fn path_link<S: Stdio>(
     _new: i32,
     _new_len: i32,
 ) -> i32 {
-    with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+    read_only(env, dirfd)
 }
 
 fn path_rename<S: Stdio>(
@@ -472,7 +476,7 @@ fn path_rename<S: Stdio>(
     _new: i32,
     _new_len: i32,
 ) -> i32 {
-    with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+    read_only(env, dirfd)
 }
 
 fn path_symlink<S: Stdio>(
@@ -483,7 +487,7 @@ fn path_symlink<S: Stdio>(
     _new: i32,
     _new_len: i32,
 ) -> i32 {
-    with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+    read_only(env, dirfd)
 }
 
 // ---- poll ------------------------------------------------------------------

@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
 
-use super::{CStrings, Program, Stdio};
+use super::{CStrings, NullStdio, Program, Stdio};
 pub use fs::Preopen;
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
@@ -90,7 +90,7 @@ pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result:
     let mut store = Store::new(engine.clone());
     let env = FunctionEnv::new(
         &mut store,
-        Host::new(CStrings::default(), CStrings::default(), NoStdio, Arc::new([])),
+        Host::new(CStrings::default(), CStrings::default(), NullStdio, Arc::new([])),
     );
     let mut names = Vec::new();
     for import in module.imports() {
@@ -255,20 +255,4 @@ fn read_path(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<u8>> {
     let mut buf = vec![0u8; len];
     mem.read(addr(ptr), &mut buf).map_err(|_| Errno::FAULT)?;
     Ok(buf)
-}
-
-/// The stand-in stdio used to type-check host functions at load.
-struct NoStdio;
-
-impl Stdio for NoStdio {
-    fn read(&mut self, _: &mut [u8]) -> std::io::Result<usize> {
-        Ok(0)
-    }
-    fn write(&mut self, _: &[u8]) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn flush(&mut self) -> std::io::Result<()> {
-        Ok(())
-    }
-    fn log(&mut self, _: &[u8]) {}
 }
