@@ -2,14 +2,14 @@
 //! environment and runs it on a worker thread with its stdin, stdout and
 //! stderr wired to the connection and the log.
 
+use std::io::Read;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use std::io::Read;
-
+use bytes::Bytes;
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::fastcgi::{self, Reply, Response};
+use crate::fastcgi::{self, Response};
 use crate::sandbox::{Engine, Outcome, Stdio};
 
 use super::body::{self, Body, MAX_BODY};
@@ -65,17 +65,8 @@ impl fastcgi::Handler for Gateway {
             return Self::complete(400);
         };
         let head_only = method == b"HEAD";
-        // RFC 3875 §4.1.2: CONTENT_LENGTH = 1*digit.
-        let content_length = match vars.get("CONTENT_LENGTH") {
-            None => None,
-            Some(len) => match std::str::from_utf8(len)
-                .ok()
-                .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
-                .and_then(|l| l.parse().ok())
-            {
-                Some(len) => Some(len),
-                None => return Self::complete(400),
-            },
+        let Ok(content_length) = content_length(&vars) else {
+            return Self::complete(400);
         };
         let target = match self.router.route(&mut vars) {
             Route::App(app) => Target::App(app),
@@ -92,46 +83,28 @@ impl fastcgi::Handler for Gateway {
             vars,
             router: self.router.clone(),
             engine: self.engine.clone(),
-            out: ResponseWriter::new(tx.clone(), head_only),
+            out: ResponseWriter::new(tx, head_only),
         };
-        let slots = self.slots.clone();
-        tokio::spawn(async move {
-            let body = match Body::collect(request.stdin, content_length).await {
-                Ok(body) => body,
-                Err(e) => {
-                    let code = match e {
-                        body::Error::TooLarge => 413,
-                        body::Error::Spool(_) => {
-                            tracing::error!(req = job.id, "{e}");
-                            500
-                        }
-                    };
-                    let end = Reply::End {
-                        stdout: error_page(code),
-                        app_status: 0,
-                    };
-                    let _ = tx.send(end).await;
-                    return;
-                }
-            };
-            drop(tx);
-            // The connection is gone (client abort): don't start the guest.
-            if job.out.is_closed() {
-                return;
-            }
-            if let Ok(permit) = slots.acquire_owned().await {
-                tokio::task::spawn_blocking(move || {
-                    job.run(body);
-                    drop(permit);
-                });
-            }
-        });
+        tokio::spawn(job.start(request.stdin, content_length, self.slots.clone()));
         Response::Streaming(rx)
     }
 
     fn params_too_large(&self) -> Response {
         Self::complete(431)
     }
+}
+
+/// CONTENT_LENGTH, which must be 1*digit when present (RFC 3875 §4.1.2).
+fn content_length(vars: &MetaVars) -> Result<Option<u64>, ()> {
+    let Some(len) = vars.get("CONTENT_LENGTH") else {
+        return Ok(None);
+    };
+    std::str::from_utf8(len)
+        .ok()
+        .filter(|l| l.bytes().all(|b| b.is_ascii_digit()))
+        .and_then(|l| l.parse().ok())
+        .map(Some)
+        .ok_or(())
 }
 
 /// One request on its way to a worker thread.
@@ -145,6 +118,34 @@ struct Job {
 }
 
 impl Job {
+    /// Reads the whole body, waits for a worker slot and runs the guest on a
+    /// worker thread.
+    async fn start(self, stdin: mpsc::Receiver<Bytes>, content_length: Option<u64>, slots: Arc<Semaphore>) {
+        let body = match Body::collect(stdin, content_length).await {
+            Ok(body) => body,
+            Err(e) => {
+                let code = match e {
+                    body::Error::TooLarge => 413,
+                    body::Error::Spool(_) => {
+                        tracing::error!(req = self.id, "{e}");
+                        500
+                    }
+                };
+                return self.out.end_with_error_async(code).await;
+            }
+        };
+        // The connection is gone (client abort): don't start the guest.
+        if self.out.is_closed() {
+            return;
+        }
+        if let Ok(permit) = slots.acquire_owned().await {
+            tokio::task::spawn_blocking(move || {
+                self.run(body);
+                drop(permit);
+            });
+        }
+    }
+
     fn run(mut self, body: Body) {
         let app = match self.target {
             Target::App(app) => app,

@@ -300,6 +300,12 @@ impl ResponseWriter {
         let stdout = error_page(code);
         let _ = self.tx.blocking_send(Reply::End { stdout, app_status });
     }
+
+    /// [`Self::end_with_error`] from async code, before any guest ran.
+    pub async fn end_with_error_async(self, code: u16) {
+        let stdout = error_page(code);
+        let _ = self.tx.send(Reply::End { stdout, app_status: 0 }).await;
+    }
 }
 
 /// Finds the blank line ending a header block in `buf`, looking from
