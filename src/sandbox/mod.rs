@@ -14,6 +14,7 @@
 //! imports, resolved once at load, confines file access with `cap-std`, and
 //! streams stdio through the bounded [`Stdio`] the caller provides.
 
+mod image;
 mod memory;
 mod wasi;
 
@@ -25,6 +26,8 @@ pub use wasi::Outcome;
 /// A compiled, linked-checked guest, shared by all of its requests.
 pub struct Program {
     module: wasmer::Module,
+    /// The initial memory, mapped rather than copied into each instance.
+    image: Option<Arc<memory::Image>>,
     engine: wasmer::Engine,
     /// The WASI functions it imports, in import order.
     imports: Vec<String>,
@@ -74,6 +77,8 @@ impl Stdio for NullStdio {
 pub enum Error {
     #[error("cannot read module {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("{path} is not a valid WebAssembly module: {why}")]
+    Invalid { path: PathBuf, why: String },
     #[error("cannot compile module {path}: {source}")]
     Compile {
         path: PathBuf,
@@ -81,6 +86,8 @@ pub enum Error {
     },
     #[error("module {path} cannot run here: {why}")]
     Link { path: PathBuf, why: String },
+    #[error("cannot make the memory image of {path}: {source}")]
+    Image { path: PathBuf, source: std::io::Error },
     #[error("cannot open mount {host} (for {guest}): {source}")]
     Mount {
         host: PathBuf,
@@ -112,10 +119,19 @@ impl Engine {
             path: path.into(),
             source,
         })?;
-        let module = wasmer::Module::new(&self.engine, &bytes).map_err(|source| Error::Compile {
+        let prepared = image::prepare(&bytes).map_err(|why| Error::Invalid { path: path.into(), why })?;
+        let module = wasmer::Module::new(&self.engine, &prepared.module).map_err(|source| Error::Compile {
             path: path.into(),
             source,
         })?;
+        let image = prepared
+            .image
+            .map(|bytes| memory::Image::new(&bytes))
+            .transpose()
+            .map_err(|source| Error::Image {
+                path: path.into(),
+                source,
+            })?;
         let imports = wasi::resolve(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = mounts
             .iter()
@@ -129,6 +145,7 @@ impl Engine {
             .collect::<Result<_, _>>()?;
         Ok(Program {
             module,
+            image,
             engine: self.engine.clone(),
             imports,
             preopens,

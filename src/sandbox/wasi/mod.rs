@@ -14,7 +14,7 @@ use std::sync::Arc;
 
 use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
 
-use super::{CStrings, NullStdio, Program, Stdio};
+use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
@@ -155,7 +155,10 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
                 .into()
         })
         .collect();
-    let instance = match Instance::new_by_index(store, &program.module, &externs) {
+    let instantiated = memory::with_image(program.image.as_ref(), || {
+        Instance::new_by_index(store, &program.module, &externs).map_err(|e| e.to_string())
+    });
+    let instance = match instantiated {
         Ok(instance) => instance,
         Err(e) => return Outcome::Trap(format!("instantiation failed: {e}")),
     };

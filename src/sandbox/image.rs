@@ -1,0 +1,202 @@
+//! Memory images (WebAssembly core spec §4.5.4, instantiation step 13: active
+//! data segments are copied into memory at instantiation): a module's active
+//! data segments applied once, at load, to a zeroed memory. The module
+//! compiled for serving keeps every segment with its data removed, so that
+//! segment indices (for `memory.init`/`data.drop`) stay as they were and
+//! instantiation copies nothing; each instance maps the image instead (see
+//! [`super::memory`]).
+//!
+//! Only a module that fits the simple case gets an image: one memory, defined
+//! by the module, 32-bit and not shared, every active segment at a constant
+//! offset inside the initial memory, and enough data for mapping to beat
+//! copying. Anything else is compiled as it is and Wasmer copies its data.
+
+use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasmparser::{DataKind, Operator, Parser, Payload, TypeRef};
+
+/// Data bytes from which an image is worth it: below, Wasmer's copy costs
+/// about what a mapping does.
+const IMAGE_FROM: usize = 64 * 1024;
+const WASM_PAGE: u64 = 65536;
+
+/// A module ready to compile, and its memory image if it has one.
+pub struct Prepared {
+    pub module: Vec<u8>,
+    pub image: Option<Vec<u8>>,
+}
+
+/// Splits `wasm` into a module without data and an image, where it can.
+/// Errors only for bytes that are not a valid module.
+pub fn prepare(wasm: &[u8]) -> Result<Prepared, String> {
+    let image = match build_image(wasm).map_err(|e| e.to_string())? {
+        Some(image) => image,
+        None => {
+            return Ok(Prepared {
+                module: wasm.to_vec(),
+                image: None,
+            });
+        }
+    };
+    let mut stripped = wasm_encoder::Module::new();
+    StripData
+        .parse_core_module(&mut stripped, Parser::new(0), wasm)
+        .map_err(|e| format!("cannot rewrite the module: {e:?}"))?;
+    Ok(Prepared {
+        module: stripped.finish(),
+        image: Some(image),
+    })
+}
+
+/// The initial contents of the module's only memory, if the module fits the
+/// simple case.
+fn build_image(wasm: &[u8]) -> wasmparser::Result<Option<Vec<u8>>> {
+    let mut memories = 0;
+    let mut minimum = 0u64;
+    let mut segments: Vec<(u64, &[u8])> = Vec::new();
+    for payload in Parser::new(0).parse_all(wasm) {
+        match payload? {
+            Payload::ImportSection(imports) => {
+                for import in imports.into_imports() {
+                    if matches!(import?.ty, TypeRef::Memory(_)) {
+                        return Ok(None);
+                    }
+                }
+            }
+            Payload::MemorySection(section) => {
+                for memory in section {
+                    let memory = memory?;
+                    if memory.memory64 || memory.shared {
+                        return Ok(None);
+                    }
+                    memories += 1;
+                    minimum = memory.initial * WASM_PAGE;
+                }
+            }
+            Payload::DataSection(section) => {
+                for data in section {
+                    let data = data?;
+                    let DataKind::Active {
+                        memory_index: 0,
+                        offset_expr,
+                    } = data.kind
+                    else {
+                        if matches!(data.kind, DataKind::Active { .. }) {
+                            return Ok(None);
+                        }
+                        continue;
+                    };
+                    let mut ops = offset_expr.get_operators_reader();
+                    let (Operator::I32Const { value }, Operator::End) = (ops.read()?, ops.read()?) else {
+                        return Ok(None);
+                    };
+                    segments.push((u64::from(value as u32), data.data));
+                }
+            }
+            _ => {}
+        }
+    }
+    let total: usize = segments.iter().map(|(_, d)| d.len()).sum();
+    let end = segments.iter().map(|(at, d)| at + d.len() as u64).max().unwrap_or(0);
+    if memories != 1 || total < IMAGE_FROM || end > minimum {
+        return Ok(None);
+    }
+    let mut image = vec![0u8; end as usize];
+    // In order: a later segment overwrites an earlier one, as instantiation does.
+    for (at, data) in segments {
+        image[at as usize..at as usize + data.len()].copy_from_slice(data);
+    }
+    Ok(Some(image))
+}
+
+/// Copies a module, leaving every active data segment empty.
+struct StripData;
+
+impl Reencode for StripData {
+    type Error = std::convert::Infallible;
+
+    fn parse_data(
+        &mut self,
+        data: &mut wasm_encoder::DataSection,
+        datum: wasmparser::Data<'_>,
+    ) -> Result<(), wasm_encoder::reencode::Error<Self::Error>> {
+        match datum.kind {
+            DataKind::Active {
+                memory_index,
+                offset_expr,
+            } => {
+                let offset = self.const_expr(offset_expr)?;
+                data.active(memory_index, &offset, std::iter::empty());
+                Ok(())
+            }
+            DataKind::Passive => RoundtripReencoder.parse_data(data, datum),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn module(wat: &str) -> Vec<u8> {
+        wasmer::wat2wasm(wat.as_bytes()).unwrap().into_owned()
+    }
+
+    fn hex(bytes: &[u8]) -> String {
+        bytes.iter().map(|b| format!("\\{b:02x}")).collect()
+    }
+
+    #[test]
+    fn small_data_stays_in_the_module() {
+        let wasm = module(r#"(module (memory 1) (data (i32.const 8) "hello"))"#);
+        let prepared = prepare(&wasm).unwrap();
+        assert!(prepared.image.is_none());
+        assert_eq!(prepared.module, wasm);
+    }
+
+    #[test]
+    fn large_data_becomes_an_image_in_order() {
+        let big: Vec<u8> = (0..70_000u32).map(|i| (i % 251) as u8).collect();
+        let wat = format!(
+            r#"(module (memory 3)
+                 (data (i32.const 100) "{}")
+                 (data "passive")
+                 (data (i32.const 102) "ZZ"))"#,
+            hex(&big)
+        );
+        let prepared = prepare(&module(&wat)).unwrap();
+        let image = prepared.image.unwrap();
+        assert_eq!(image.len(), 100 + big.len());
+        assert_eq!(&image[..100], &[0u8; 100][..]);
+        assert_eq!(&image[100..102], &big[..2]);
+        assert_eq!(&image[102..104], b"ZZ");
+        assert_eq!(&image[104..], &big[4..]);
+        // The stripped module has the same three segments, the active ones empty.
+        let mut seen = Vec::new();
+        for payload in Parser::new(0).parse_all(&prepared.module) {
+            if let Payload::DataSection(section) = payload.unwrap() {
+                for data in section {
+                    let data = data.unwrap();
+                    seen.push((matches!(data.kind, DataKind::Passive), data.data.len()));
+                }
+            }
+        }
+        assert_eq!(seen, vec![(false, 0), (true, 7), (false, 0)]);
+        wasmparser::validate(&prepared.module).unwrap();
+    }
+
+    #[test]
+    fn unusual_modules_get_no_image() {
+        let big = hex(&vec![1u8; 70_000]);
+        for wat in [
+            // Offset from a global.
+            format!(r#"(module (global i32 (i32.const 0)) (memory 2) (data (global.get 0) "{big}"))"#),
+            // Imported memory.
+            format!(r#"(module (import "m" "m" (memory 2)) (data (i32.const 0) "{big}"))"#),
+            // Data past the initial memory (instantiation will fail by itself).
+            format!(r#"(module (memory 1) (data (i32.const 0) "{big}"))"#),
+        ] {
+            assert!(prepare(&module(&wat)).unwrap().image.is_none(), "{}", &wat[..60]);
+        }
+        assert!(prepare(b"not wasm").is_err());
+    }
+}
