@@ -17,6 +17,7 @@ use crate::support::{example_module, poll, tests};
 tests! {
     Alone check_accepts_the_reference_config,
     Alone check_compiles_without_binding,
+    Alone check_warms_the_aot_cache_and_serve_compiles_nothing,
     Alone missing_config_file_is_64_naming_it,
     Alone unknown_key_is_64_naming_it,
     Alone unknown_environment_override_is_64_naming_it,
@@ -116,6 +117,45 @@ fn check_compiles_without_binding(dir: &Path) {
     std::fs::write(&config, text).unwrap();
     let run = daemon::run(dir, &["check", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
     assert_usage_error(&run, &["broken-app"]);
+}
+
+/// `wcgid check` fills `server.cache_dir`; later runs compile nothing; a
+/// damaged entry is noticed, recompiled and replaced.
+fn check_warms_the_aot_cache_and_serve_compiles_nothing(dir: &Path) {
+    let cache = dir.join("aot");
+    let (config, socket) = config(dir, &format!("cache_dir = \"{}\"", cache.display()), &["hello", "echo"]);
+    let check = || daemon::run(dir, &["check", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    let compiled = |stderr: &str| stderr.lines().filter(|l| l.contains("compiled")).count();
+    let cold = check();
+    assert!(cold.status.success(), "stderr:\n{}", cold.stderr);
+    assert_eq!(compiled(&cold.stderr), 2, "stderr:\n{}", cold.stderr);
+    let warm = check();
+    assert!(warm.status.success(), "stderr:\n{}", warm.stderr);
+    assert_eq!(
+        compiled(&warm.stderr),
+        0,
+        "a warm cache must compile nothing:\n{}",
+        warm.stderr
+    );
+    {
+        let d = start(dir, &config, &socket, &[]);
+        assert_hello(&socket, "cached");
+        assert_eq!(compiled(&d.log()), 0, "serve compiled with a warm cache:\n{}", d.log());
+    }
+    // Damage one entry: it is refused, recompiled, and the cache is whole again.
+    let entry = std::fs::read_dir(&cache).unwrap().next().unwrap().unwrap().path();
+    let mut bytes = std::fs::read(&entry).unwrap();
+    let last = bytes.len() - 1;
+    bytes[last] ^= 0xff;
+    std::fs::write(&entry, bytes).unwrap();
+    let repaired = check();
+    assert!(repaired.status.success(), "stderr:\n{}", repaired.stderr);
+    assert!(repaired.stderr.contains("recompiling"), "stderr:\n{}", repaired.stderr);
+    assert_eq!(compiled(&repaired.stderr), 1, "stderr:\n{}", repaired.stderr);
+    assert_eq!(compiled(&check().stderr), 0);
+    // A cache directory others may write is refused: its code would run here.
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
+    assert_usage_error(&check(), &["server.cache_dir", "writable"]);
 }
 
 fn missing_config_file_is_64_naming_it(dir: &Path) {

@@ -53,7 +53,17 @@ pub fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let engine = Engine::default();
+    let engine = match &config.server.cache_dir {
+        None => Ok(Engine::default()),
+        Some(dir) => Engine::default().with_cache(dir),
+    };
+    let engine = match engine {
+        Ok(engine) => engine,
+        Err(e) => {
+            tracing::error!("invalid configuration: server.cache_dir: {e}");
+            return ExitCode::from(64);
+        }
+    };
     let router = match Router::load(&engine, &config) {
         Ok(router) => router,
         Err(e) => {

@@ -46,6 +46,7 @@ struct RawServer {
     socket_group: Option<String>,
     workers: usize,
     max_connections: usize,
+    cache_dir: Option<PathBuf>,
 }
 
 impl Default for RawServer {
@@ -56,6 +57,7 @@ impl Default for RawServer {
             socket_group: None,
             workers: 0,
             max_connections: 1024,
+            cache_dir: None,
         }
     }
 }
@@ -120,6 +122,8 @@ pub struct Server {
     pub workers: usize,
     /// FastCGI connections served at once.
     pub max_connections: usize,
+    /// Where compiled modules are kept between runs (absolute), if anywhere.
+    pub cache_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +206,7 @@ impl Config {
 
 impl Raw {
     fn validate(self, base: &Path) -> Result<Config, Error> {
-        let server = self.server.validate()?;
+        let server = self.server.validate(base)?;
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
         let mut apps = Vec::with_capacity(self.apps.len());
@@ -264,7 +268,7 @@ impl Raw {
 }
 
 impl RawServer {
-    fn validate(self) -> Result<Server, Error> {
+    fn validate(self, base: &Path) -> Result<Server, Error> {
         let listen = parse_listen(&self.listen).map_err(|why| invalid("server.listen", &self.listen, why))?;
         let socket_mode = u32::from_str_radix(&self.socket_mode, 8)
             .ok()
@@ -297,6 +301,7 @@ impl RawServer {
             socket_group,
             workers,
             max_connections: self.max_connections,
+            cache_dir: self.cache_dir.map(|dir| base.join(dir)),
         })
     }
 }

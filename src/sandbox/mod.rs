@@ -14,6 +14,7 @@
 //! imports, resolved once at load, confines file access with `cap-std`, and
 //! streams stdio through the bounded [`Stdio`] the caller provides.
 
+mod cache;
 mod image;
 mod memory;
 mod wasi;
@@ -77,6 +78,8 @@ impl Stdio for NullStdio {
 pub enum Error {
     #[error("cannot read module {path}: {source}")]
     Read { path: PathBuf, source: std::io::Error },
+    #[error("AOT cache {dir}: {source}")]
+    Cache { dir: PathBuf, source: std::io::Error },
     #[error("{path} is not a valid WebAssembly module: {why}")]
     Invalid { path: PathBuf, why: String },
     #[error("cannot compile module {path}: {source}")]
@@ -100,6 +103,7 @@ pub enum Error {
 #[derive(Clone)]
 pub struct Engine {
     engine: wasmer::Engine,
+    cache: Option<Arc<cache::Cache>>,
 }
 
 impl Default for Engine {
@@ -107,25 +111,31 @@ impl Default for Engine {
         use wasmer::sys::NativeEngineExt;
         let mut engine: wasmer::Engine = wasmer::sys::Cranelift::default().into();
         engine.set_tunables(memory::PooledTunables::new());
-        Engine { engine }
+        Engine { engine, cache: None }
     }
 }
 
 impl Engine {
-    /// Reads, compiles and link-checks the module at `path`, and opens its
-    /// mounts. Everything a request could trip over later is found here.
+    /// Keeps compiled modules in `dir` (see [`cache`]).
+    pub fn with_cache(mut self, dir: &Path) -> Result<Engine, Error> {
+        let cache = cache::Cache::open(dir, &self.engine).map_err(|source| Error::Cache {
+            dir: dir.into(),
+            source,
+        })?;
+        self.cache = Some(Arc::new(cache));
+        Ok(self)
+    }
+
+    /// Reads, compiles (or loads from the cache) and link-checks the module
+    /// at `path`, and opens its mounts. Everything a request could trip over
+    /// later is found here.
     pub fn load(&self, path: &Path, mounts: &[Mount]) -> Result<Program, Error> {
         let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.into(),
             source,
         })?;
-        let prepared = image::prepare(&bytes).map_err(|why| Error::Invalid { path: path.into(), why })?;
-        let module = wasmer::Module::new(&self.engine, &prepared.module).map_err(|source| Error::Compile {
-            path: path.into(),
-            source,
-        })?;
-        let image = prepared
-            .image
+        let (module, image) = self.compile(path, &bytes)?;
+        let image = image
             .map(|bytes| memory::Image::new(&bytes))
             .transpose()
             .map_err(|source| Error::Image {
@@ -150,6 +160,26 @@ impl Engine {
             imports,
             preopens,
         })
+    }
+
+    /// The module compiled for serving and its memory image: from the cache
+    /// if it has them, else compiled now (and stored).
+    fn compile(&self, path: &Path, wasm: &[u8]) -> Result<(wasmer::Module, Option<Vec<u8>>), Error> {
+        if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&self.engine, wasm)) {
+            tracing::debug!(module = %path.display(), "loaded from the AOT cache");
+            return Ok((entry.module, entry.image));
+        }
+        let started = std::time::Instant::now();
+        let prepared = image::prepare(wasm).map_err(|why| Error::Invalid { path: path.into(), why })?;
+        let module = wasmer::Module::new(&self.engine, &prepared.module).map_err(|source| Error::Compile {
+            path: path.into(),
+            source,
+        })?;
+        tracing::info!(module = %path.display(), ms = started.elapsed().as_millis(), "compiled");
+        if let Some(cache) = &self.cache {
+            cache.put(wasm, &module, prepared.image.as_deref());
+        }
+        Ok((module, prepared.image))
     }
 }
 
