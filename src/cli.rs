@@ -14,7 +14,8 @@ use crate::cgi::{Gateway, Router};
 use crate::config::Config;
 use crate::fastcgi::Caps;
 use crate::listener::{self, Listener};
-use crate::sandbox::Engine;
+use crate::preinit;
+use crate::sandbox::{Engine, Mount};
 
 /// Total bytes of one request's FastCGI PARAMS.
 const MAX_PARAMS_BYTES: usize = 1 << 20;
@@ -41,11 +42,55 @@ enum Command {
     Serve,
     /// Validate the configuration and compile every module, then exit.
     Check,
+    /// Pre-initialize a module, Wizer-compatibly: run its init function and
+    /// write a module that starts from the state it left.
+    Preinit(PreinitArgs),
+}
+
+#[derive(clap::Args)]
+struct PreinitArgs {
+    /// The module to pre-initialize.
+    input: PathBuf,
+    /// Where to write the pre-initialized module.
+    #[arg(short, long)]
+    output: PathBuf,
+    /// The init function [default: wizer-initialize, else wizer.initialize].
+    #[arg(long, value_name = "NAME")]
+    init_func: Option<String>,
+    /// Afterwards, export the function exported as SRC as DST, e.g.
+    /// `_start=wizer.resume` (repeatable).
+    #[arg(long = "rename-func", value_name = "DST=SRC", value_parser = parse_rename)]
+    renames: Vec<(String, String)>,
+    /// A host directory the init may read, at a guest path (repeatable).
+    #[arg(long = "mount", value_name = "HOST::GUEST", value_parser = parse_mount)]
+    mounts: Vec<Mount>,
+}
+
+fn parse_rename(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((dst, src)) if !dst.is_empty() && !src.is_empty() => Ok((dst.into(), src.into())),
+        _ => Err(format!("expected DST=SRC, like _start=wizer.resume, not {s:?}")),
+    }
+}
+
+fn parse_mount(s: &str) -> Result<Mount, String> {
+    match s.split_once("::") {
+        Some((host, guest)) if !host.is_empty() && guest.starts_with('/') => Ok(Mount {
+            host: host.into(),
+            guest: guest.into(),
+        }),
+        _ => Err(format!(
+            "expected HOST::GUEST with an absolute GUEST, like ./data::/data, not {s:?}"
+        )),
+    }
 }
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     init_tracing();
+    if let Some(Command::Preinit(args)) = cli.command {
+        return preinit(args);
+    }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
         Err(e) => {
@@ -87,6 +132,49 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
+        Command::Preinit(_) => unreachable!("handled above"),
+    }
+}
+
+/// `wcgid preinit`: exit 0, 65 (EX_DATAERR) for a module that is invalid
+/// or cannot be pre-initialized, 1 when its init fails or the output cannot
+/// be written.
+fn preinit(args: PreinitArgs) -> ExitCode {
+    let options = preinit::Options {
+        input: args.input,
+        output: args.output,
+        init_func: args.init_func,
+        renames: args.renames,
+        mounts: args.mounts,
+    };
+    match preinit::run(&Engine::default(), &options) {
+        Ok(report) => {
+            for warning in &report.warnings {
+                tracing::warn!("{warning}");
+            }
+            println!(
+                "{}: ran {}; {} global(s), {} data segment(s) of {} bytes from {} byte(s) of memory; {} bytes",
+                options.output.display(),
+                if report.calls.is_empty() {
+                    "nothing".to_owned()
+                } else {
+                    report.calls.join(", ")
+                },
+                report.globals,
+                report.segments,
+                report.data_bytes,
+                report.memory_bytes.iter().sum::<usize>(),
+                report.output_bytes,
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            match e {
+                preinit::Error::Invalid { .. } | preinit::Error::Refused { .. } => ExitCode::from(65),
+                _ => ExitCode::FAILURE,
+            }
+        }
     }
 }
 

@@ -12,8 +12,9 @@
 //! - [`sandbox`]: the compiled module, a fresh instance per request and the
 //!   WASI host functions it calls.
 //!
-//! Beside them: [`config`] reads and validates the configuration, [`cli`] is
-//! the command line.
+//! Beside them: [`config`] reads and validates the configuration,
+//! [`preinit`] is the Wizer-compatible snapshot tool, [`cli`] is the command
+//! line.
 
 #![deny(unsafe_code)]
 
@@ -22,4 +23,5 @@ pub mod cli;
 pub mod config;
 pub mod fastcgi;
 pub mod listener;
+pub mod preinit;
 pub mod sandbox;

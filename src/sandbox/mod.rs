@@ -22,7 +22,7 @@ mod wasi;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-pub use wasi::Outcome;
+pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
 
 /// A compiled, linked-checked guest, shared by all of its requests.
 pub struct Program {
@@ -89,6 +89,8 @@ pub enum Error {
     },
     #[error("module {path} cannot run here: {why}")]
     Link { path: PathBuf, why: String },
+    #[error("initializing {path} failed: {why}")]
+    Init { path: PathBuf, why: String },
     #[error("cannot make the memory image of {path}: {source}")]
     Image { path: PathBuf, source: std::io::Error },
     #[error("cannot open mount {host} (for {guest}): {source}")]
@@ -143,16 +145,7 @@ impl Engine {
                 source,
             })?;
         let imports = wasi::resolve(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
-        let preopens = mounts
-            .iter()
-            .map(|m| {
-                wasi::Preopen::open(m).map_err(|source| Error::Mount {
-                    host: m.host.clone(),
-                    guest: m.guest.clone(),
-                    source,
-                })
-            })
-            .collect::<Result<_, _>>()?;
+        let preopens = open_mounts(mounts)?;
         Ok(Program {
             module,
             image,
@@ -160,6 +153,31 @@ impl Engine {
             imports,
             preopens,
         })
+    }
+
+    /// Compiles `wasm` as it is (no cache, no image), instantiates it with
+    /// `mounts`, calls the exports `calls` in order and captures the state
+    /// through the exports named in `probe`: the work of `wcgid preinit`.
+    pub fn snapshot<S: Stdio>(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        mounts: &[Mount],
+        calls: &[String],
+        probe: &Probe,
+        stdio: S,
+    ) -> Result<Snapshot, Error> {
+        let module = wasmer::Module::new(&self.engine, wasm).map_err(|source| Error::Compile {
+            path: path.into(),
+            source,
+        })?;
+        let imports =
+            wasi::resolve_imports(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
+        let preopens = open_mounts(mounts)?;
+        let mut args = CStrings::default();
+        args.push(&[path.file_name().unwrap_or(path.as_os_str()).as_encoded_bytes()]);
+        wasi::snapshot::take(&self.engine, &module, &imports, preopens, args, stdio, calls, probe)
+            .map_err(|why| Error::Init { path: path.into(), why })
     }
 
     /// The module compiled for serving and its memory image: from the cache
@@ -181,6 +199,19 @@ impl Engine {
         }
         Ok((module, prepared.image))
     }
+}
+
+fn open_mounts(mounts: &[Mount]) -> Result<Arc<[wasi::Preopen]>, Error> {
+    mounts
+        .iter()
+        .map(|m| {
+            wasi::Preopen::open(m).map_err(|source| Error::Mount {
+                host: m.host.clone(),
+                guest: m.guest.clone(),
+                source,
+            })
+        })
+        .collect()
 }
 
 impl Program {

@@ -102,11 +102,17 @@ fn args_sizes_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, count: i32, size: i32)
 }
 
 fn environ_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, environ: i32, buf: i32) -> i32 {
-    with_memory(env, |h, mem| strings_to(mem, &h.env, environ, buf))
+    with_memory(env, |h, mem| {
+        h.touched.environ = true;
+        strings_to(mem, &h.env, environ, buf)
+    })
 }
 
 fn environ_sizes_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, count: i32, size: i32) -> i32 {
-    with_memory(env, |h, mem| sizes(mem, &h.env, count, size))
+    with_memory(env, |h, mem| {
+        h.touched.environ = true;
+        sizes(mem, &h.env, count, size)
+    })
 }
 
 // ---- clocks, randomness, process ------------------------------------------
@@ -337,6 +343,7 @@ fn fd_filestat_set_times<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _atim:
 
 fn fd_prestat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, buf: i32) -> i32 {
     with_memory(env, |h, mem| {
+        h.touched.preopens = true;
         let len = h.fds.preopen_name(fd)?.len() as u32;
         let mut out = [0u8; 8];
         out[4..].copy_from_slice(&len.to_le_bytes());

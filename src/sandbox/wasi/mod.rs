@@ -9,6 +9,7 @@
 
 mod fs;
 mod funcs;
+pub mod snapshot;
 
 use std::sync::Arc;
 
@@ -16,6 +17,7 @@ use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, 
 
 use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
+pub use snapshot::{Probe, Scalar, Snapshot, Touched};
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
 
@@ -75,6 +77,8 @@ pub struct Host<S> {
     fds: fs::FdTable,
     /// Reused buffer for copies between guest memory and the host.
     scratch: Vec<u8>,
+    /// What the guest read that wasi-libc caches (for `wcgid preinit`).
+    touched: snapshot::Touched,
 }
 
 impl<S: Stdio> Host<S> {
@@ -84,9 +88,8 @@ impl<S: Stdio> Host<S> {
 }
 
 /// Resolves a module's imports against our WASI functions and checks their
-/// types and the module's exports, so that instantiation per request cannot
-/// fail to link.
-pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result::Result<Vec<String>, String> {
+/// types, so that instantiation cannot fail to link.
+pub fn resolve_imports(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result::Result<Vec<String>, String> {
     let mut store = Store::new(engine.clone());
     let env = FunctionEnv::new(
         &mut store,
@@ -116,6 +119,13 @@ pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result:
         }
         names.push(name.to_owned());
     }
+    Ok(names)
+}
+
+/// [`resolve_imports`], and checks that the module is a WASI command that
+/// exports its memory, as a CGI program must be.
+pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result::Result<Vec<String>, String> {
+    let names = resolve_imports(engine, module)?;
     let exports_start = module.exports().any(|e| {
         e.name() == "_start"
             && matches!(e.ty(), wasmer::ExternType::Function(f) if f.params().is_empty() && f.results().is_empty())
@@ -162,13 +172,13 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         Ok(instance) => instance,
         Err(e) => return Outcome::Trap(format!("instantiation failed: {e}")),
     };
-    let (Ok(memory), Ok(start)) = (
-        instance.exports.get_memory("memory"),
+    let (Some(memory), Ok(start)) = (
+        memory_of(&instance),
         instance.exports.get_typed_function::<(), ()>(store, "_start"),
     ) else {
         return Outcome::Trap("exports changed since load".into());
     };
-    host.as_mut(store).memory = Some(memory.clone());
+    host.as_mut(store).memory = Some(memory);
     match start.call(store) {
         Ok(()) => Outcome::Exit(0),
         Err(e) => match e.downcast::<ExitCode>() {
@@ -187,8 +197,14 @@ impl<S: Stdio> Host<S> {
             io: Some(io),
             fds: fs::FdTable::new(preopens),
             scratch: Vec::new(),
+            touched: snapshot::Touched::default(),
         }
     }
+}
+
+/// The memory WASI calls work on: the one exported as `memory`.
+fn memory_of(instance: &Instance) -> Option<Memory> {
+    instance.exports.get_memory("memory").ok().cloned()
 }
 
 /// Runs `f` with the host state and a view of the guest's memory, and turns
