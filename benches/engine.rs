@@ -1,6 +1,7 @@
 //! Per-request engine cost: a fresh Store and Instance of a guest, its
 //! `_start` run to the end, stdio discarded. Side by side: a bare Wasmer
-//! instantiate + call of an empty module (the floor), and the example guests.
+//! instantiate + call of an empty module (the floor), the hello guests, and
+//! the dict guest run cold (its init on every request) and pre-initialized.
 //!
 //! Run with `cargo bench --bench engine` after `scripts/build-examples`.
 
@@ -59,6 +60,26 @@ fn engine(c: &mut Criterion) {
             .load(&root.join(path), &[])
             .expect("run scripts/build-examples first");
         group.bench_function(format!("wcgid {name}"), |b| {
+            b.iter(|| {
+                let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
+                assert_eq!(outcome, Outcome::Exit(0));
+            })
+        });
+    }
+    group.finish();
+
+    let mut group = c.benchmark_group("dict lookup per request");
+    group.sample_size(10);
+    let mut env = cgi_env();
+    env.push(&[b"QUERY_STRING=word=paisule"]);
+    for (name, path) in [
+        ("cold: init on every request", "dict/dict-cold.wasm"),
+        ("preinit: snapshot restored", "dict/dict.wasm"),
+    ] {
+        let program = engine
+            .load(&root.join(path), &[])
+            .expect("run scripts/build-examples first");
+        group.bench_function(name, |b| {
             b.iter(|| {
                 let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
                 assert_eq!(outcome, Outcome::Exit(0));

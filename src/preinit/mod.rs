@@ -314,15 +314,20 @@ fn rewrite(
                 }
             }
             Payload::DataSection(section) => {
-                // Kept in place (and so their indices), the active ones empty:
-                // their bytes are in the snapshot.
+                // The active segments' bytes are in the snapshot. Where code
+                // can name segments (there is a data count section), they
+                // stay, emptied, so that indices keep their meaning.
+                let keep_indices = sections.has(module::DATA_COUNT);
                 for datum in section {
                     let datum = datum.map_err(|e| e.to_string())?;
                     match datum.kind {
                         DataKind::Active {
                             memory_index,
                             offset_expr,
-                        } => data.active(memory_index, &reencoder.const_expr(offset_expr).map_err(err)?, []),
+                        } if keep_indices => {
+                            data.active(memory_index, &reencoder.const_expr(offset_expr).map_err(err)?, [])
+                        }
+                        DataKind::Active { .. } => continue,
                         DataKind::Passive => data.passive(datum.data.iter().copied()),
                     };
                     data_count += 1;

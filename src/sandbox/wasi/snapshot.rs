@@ -124,21 +124,19 @@ fn tables(store: &mut Store, instance: &Instance, probe: &Probe) -> Result<Vec<V
     for (_, name) in &probe.tables {
         let table = instance.exports.get_table(name).map_err(|e| e.to_string())?;
         let size = table.size(store);
-        all.push((0..size).map(|i| Element(table.get(store, i))).collect());
+        let mut elements = Vec::with_capacity(size as usize);
+        for i in 0..size {
+            let element = table.get(store, i).map(|value| format!("{:?}", value.as_raw(store)));
+            elements.push(Element(element));
+        }
+        all.push(elements);
     }
     Ok(all)
 }
 
-/// A table element, compared by identity of the function it refers to.
-struct Element(Option<Value>);
-
-impl PartialEq for Element {
-    fn eq(&self, other: &Self) -> bool {
-        match (&self.0, &other.0) {
-            (Some(Value::FuncRef(a)), Some(Value::FuncRef(b))) => a == b,
-            (Some(Value::ExternRef(a)), Some(Value::ExternRef(b))) => a.is_none() && b.is_none(),
-            (None, None) => true,
-            _ => false,
-        }
-    }
-}
+/// A table element by the raw reference it holds: `Table::get` makes a new
+/// `Function` handle at each call, so handles cannot be compared, but the
+/// raw function reference (shown by its `Debug`, the one safe way to read
+/// it) stays the same.
+#[derive(PartialEq)]
+struct Element(Option<String>);
