@@ -12,6 +12,8 @@ tests! {
     Shared post_to_a_guest_that_ignores_its_body_completes,
     Shared concurrent_200_requests_each_get_their_own_answer,
     Shared counter_is_1_in_every_fresh_instance,
+    Shared preinit_examples_answer_like_their_cold_builds,
+    Shared every_request_starts_from_the_snapshot,
     Shared exit_before_headers_is_502,
     Shared bad_header_blocks_are_502,
     Shared repeated_set_cookie_headers_are_kept,
@@ -144,6 +146,53 @@ fn concurrent_200_requests_each_get_their_own_answer(f: &Fixture) {
         errors.len(),
         errors.join("\n")
     );
+}
+
+/// dict.wasm and qjs.wasm are their cold builds after `wcgid preinit`: the
+/// same answers, without running the init per request.
+fn preinit_examples_answer_like_their_cold_builds(f: &Fixture) {
+    for (warm, cold, queries) in [
+        (
+            "/dict",
+            "/dict-cold",
+            &["", "word=paisule", "word=nosuchword", "prefix=kai"][..],
+        ),
+        ("/js", "/js-cold", &["n=97", "n=1000000", "n=x"][..]),
+    ] {
+        for query in queries {
+            let (w, c) = (f.get(&format!("{warm}?{query}")), f.get(&format!("{cold}?{query}")));
+            assert_eq!(
+                (w.status, w.text()),
+                (c.status, c.text()),
+                "{warm} vs {cold} for ?{query}"
+            );
+        }
+    }
+    let r = f.get("/dict?word=paisule");
+    assert_eq!(
+        (r.status, r.text().starts_with("paisule: ")),
+        (200, true),
+        "{}",
+        r.text()
+    );
+    let r = f.get("/js?n=97");
+    assert_eq!(
+        r.text().lines().next(),
+        Some("97 is prime; primes around it: 89 and 101")
+    );
+}
+
+/// The JavaScript app bumps a counter the init left at 0: a request that
+/// saw another's state would say 2.
+fn every_request_starts_from_the_snapshot(f: &Fixture) {
+    for i in 0..20 {
+        let r = f.get("/js?n=5");
+        assert!(
+            r.text().ends_with("request 1 of this instance\n"),
+            "request {i}: {}",
+            r.text()
+        );
+    }
 }
 
 fn counter_is_1_in_every_fresh_instance(f: &Fixture) {

@@ -61,7 +61,18 @@ fn copy(from: &Path, to: &Path) -> Result<(), String> {
 
 impl Fixture {
     pub fn start(dir: &Path) -> Result<Fixture, String> {
-        for app in ["hello", "hello-c", "echo", "env", "counter", "cases"] {
+        for app in [
+            "hello",
+            "hello-c",
+            "echo",
+            "env",
+            "counter",
+            "cases",
+            "dict",
+            "dict-cold",
+            "qjs",
+            "qjs-cold",
+        ] {
             if !example_module(app).is_file() {
                 return Err(format!(
                     "{} is missing: run scripts/build-examples",
@@ -204,6 +215,26 @@ route = "/counter"
 module = "{counter}"
 
 [[app]]
+name = "dict"
+route = "/dict"
+module = "{dict}"
+
+[[app]]
+name = "dict-cold"
+route = "/dict-cold"
+module = "{dict_cold}"
+
+[[app]]
+name = "js"
+route = "/js"
+module = "{qjs}"
+
+[[app]]
+name = "js-cold"
+route = "/js-cold"
+module = "{qjs_cold}"
+
+[[app]]
 name = "cases"
 route = "/cases"
 module = "{cases}"
@@ -220,6 +251,10 @@ env = {{ CGI_BIN = "yes" }}
         env = module("env"),
         counter = module("counter"),
         cases = module("cases"),
+        dict = module("dict"),
+        dict_cold = module("dict-cold"),
+        qjs = module("qjs"),
+        qjs_cold = module("qjs-cold"),
         data = data.display(),
         cgi_root = cgi_root.display(),
     )

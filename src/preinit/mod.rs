@@ -11,8 +11,10 @@
 //! The state is read through exports added to a copy of the module for the
 //! run (the original is rewritten, not the copy). Refused, with a message:
 //! imported memories, globals and tables (their state lives outside the
-//! module), a table changed by the init (element segments cannot express
-//! it), and a global left holding a non-null reference.
+//! module); code that can set table elements (`table.set`, `table.fill`,
+//! `table.copy`, `table.init`) and a table grown by the init (the snapshot
+//! does not record tables; compilers emit these only for reference types);
+//! and a global left holding a non-null reference.
 //!
 //! wasi-libc reads the environment and the preopened directories once and
 //! caches them: an init that reads either bakes init-time values into every
@@ -28,7 +30,7 @@ mod module;
 use std::path::{Path, PathBuf};
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
-use wasmparser::{DataKind, ExternalKind, Parser, Payload, TypeRef};
+use wasmparser::{DataKind, ExternalKind, Operator, Parser, Payload, TypeRef};
 
 use crate::sandbox::{self, Engine, Mount, Probe, Scalar, Stdio};
 use module::Sections;
@@ -100,6 +102,11 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
             "it imports {import}; the state of imported memories, globals and tables lives outside the module"
         )));
     }
+    if let Some(op) = shape.table_writer {
+        return Err(refused(format!(
+            "its code can change table elements ({op}); a snapshot does not record tables"
+        )));
+    }
     let mut warnings = Vec::new();
     let mut calls = Vec::new();
     if shape.exports_func("_initialize") {
@@ -162,6 +169,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
 struct Shape {
     /// An imported memory, global or table, described.
     stateful_import: Option<String>,
+    /// An instruction in the code that can set table elements.
+    table_writer: Option<&'static str>,
     /// Defined globals: whether each is mutable.
     globals: Vec<bool>,
     memories: u32,
@@ -173,6 +182,7 @@ impl Shape {
     fn of(wasm: &[u8]) -> wasmparser::Result<Shape> {
         let mut shape = Shape {
             stateful_import: None,
+            table_writer: None,
             globals: Vec::new(),
             memories: 0,
             tables: 0,
@@ -205,6 +215,18 @@ impl Shape {
                     for export in exports {
                         let export = export?;
                         shape.exports.push((export.name.to_owned(), export.kind));
+                    }
+                }
+                Payload::CodeSectionEntry(body) if shape.table_writer.is_none() => {
+                    for op in body.get_operators_reader()? {
+                        shape.table_writer = match op? {
+                            Operator::TableSet { .. } => Some("table.set"),
+                            Operator::TableFill { .. } => Some("table.fill"),
+                            Operator::TableCopy { .. } => Some("table.copy"),
+                            Operator::TableInit { .. } => Some("table.init"),
+                            _ => continue,
+                        };
+                        break;
                     }
                 }
                 _ => {}
@@ -623,7 +645,11 @@ mod tests {
         let mutates_table = r#"(module (table 2 funcref) (func $f) (elem declare func $f)
             (func (export "wizer-initialize") (table.set (i32.const 1) (ref.func $f))))"#;
         let err = preinit(mutates_table, None, &[]).unwrap_err().to_string();
-        assert!(err.contains("changed a table"), "{err}");
+        assert!(err.contains("table.set"), "{err}");
+        let grows_table = r#"(module (table 2 funcref)
+            (func (export "wizer-initialize") (drop (table.grow (ref.null func) (i32.const 3)))))"#;
+        let err = preinit(grows_table, None, &[]).unwrap_err().to_string();
+        assert!(err.contains("grew table 0 from 2 to 5"), "{err}");
         let traps = r#"(module (func (export "wizer-initialize") unreachable))"#;
         let err = preinit(traps, None, &[]).unwrap_err().to_string();
         assert!(err.contains("trapped"), "{err}");
