@@ -68,25 +68,42 @@ fn engine(c: &mut Criterion) {
     }
     group.finish();
 
-    let mut group = c.benchmark_group("dict lookup per request");
-    group.sample_size(10);
-    let mut env = cgi_env();
-    env.push(&[b"QUERY_STRING=word=paisule"]);
-    for (name, path) in [
-        ("cold: init on every request", "dict/dict-cold.wasm"),
-        ("preinit: snapshot restored", "dict/dict.wasm"),
+    // The pre-initialization examples, cold (init on every request) and
+    // restored from their snapshot.
+    for (group_name, query, cold, warm) in [
+        (
+            "dict lookup per request",
+            "QUERY_STRING=word=paisule",
+            "dict/dict-cold.wasm",
+            "dict/dict.wasm",
+        ),
+        (
+            "QuickJS request per request",
+            "QUERY_STRING=n=97",
+            "qjs/qjs-cold.wasm",
+            "qjs/qjs.wasm",
+        ),
     ] {
-        let program = engine
-            .load(&root.join(path), &[])
-            .expect("run scripts/build-examples first");
-        group.bench_function(name, |b| {
-            b.iter(|| {
-                let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
-                assert_eq!(outcome, Outcome::Exit(0));
-            })
-        });
+        let mut group = c.benchmark_group(group_name);
+        group.sample_size(10);
+        let mut env = cgi_env();
+        env.push(&[query.as_bytes()]);
+        for (name, path) in [
+            ("cold: init on every request", cold),
+            ("preinit: snapshot restored", warm),
+        ] {
+            let program = engine
+                .load(&root.join(path), &[])
+                .expect("run scripts/build-examples first");
+            group.bench_function(name, |b| {
+                b.iter(|| {
+                    let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
+                    assert_eq!(outcome, Outcome::Exit(0));
+                })
+            });
+        }
+        group.finish();
     }
-    group.finish();
 }
 
 criterion_group!(benches, engine);

@@ -134,16 +134,18 @@ impl Job {
                 return self.out.end_with_error_async(code).await;
             }
         };
-        // The connection is gone (client abort): don't start the guest.
+        let Ok(permit) = slots.acquire_owned().await else {
+            return;
+        };
+        // The client went away (nginx closed the connection) while the body
+        // arrived or the request waited for a slot: run nothing for nobody.
         if self.out.is_closed() {
             return;
         }
-        if let Ok(permit) = slots.acquire_owned().await {
-            tokio::task::spawn_blocking(move || {
-                self.run(body);
-                drop(permit);
-            });
-        }
+        tokio::task::spawn_blocking(move || {
+            self.run(body);
+            drop(permit);
+        });
     }
 
     fn run(mut self, body: Body) {

@@ -60,7 +60,10 @@ struct Found {
 
 impl Found {
     fn func(&self, name: &str) -> Result<u32, String> {
-        self.func_by_name.get(name).copied().ok_or(format!("the reactor has no function `{name}`"))
+        self.func_by_name
+            .get(name)
+            .copied()
+            .ok_or(format!("the reactor has no function `{name}`"))
     }
 }
 
@@ -115,7 +118,8 @@ fn glue(wasm: &[u8], script: &[u8]) -> Result<Vec<u8>, String> {
     let found = survey(wasm)?;
     let mut glue = Glue::new(found, script)?;
     let mut module = wasm_encoder::Module::new();
-    glue.parse_core_module(&mut module, Parser::new(0), wasm).map_err(|e| format!("{e:?}"))?;
+    glue.parse_core_module(&mut module, Parser::new(0), wasm)
+        .map_err(|e| format!("{e:?}"))?;
     Ok(module.finish())
 }
 
@@ -141,12 +145,24 @@ struct Glue {
 impl Glue {
     fn new(found: Found, script: &[u8]) -> Result<Glue, String> {
         let nul = |s: &[u8]| [s, b"\0"].concat();
-        for name in ["_initialize", "qjs_init_argv", "qjs_get_context", "malloc", "JS_Eval", "__wasilibc_initialize_environ"] {
+        for name in [
+            "_initialize",
+            "qjs_init_argv",
+            "qjs_get_context",
+            "malloc",
+            "JS_Eval",
+            "__wasilibc_initialize_environ",
+        ] {
             found.func(name)?;
         }
         let g = found.globals;
         Ok(Glue {
-            segments: vec![b"qjs\0--std\0".to_vec(), nul(script), nul(b"app.js"), nul(CALL.as_bytes())],
+            segments: vec![
+                b"qjs\0--std\0".to_vec(),
+                nul(script),
+                nul(b"app.js"),
+                nul(CALL.as_bytes()),
+            ],
             void: found.types,
             ready: g,
             ctx: g + 1,
@@ -170,7 +186,10 @@ impl Glue {
         f.instruction(&I::LocalTee(local));
         f.instruction(&I::I32Const(0));
         f.instruction(&I::I32Const(len));
-        f.instruction(&I::MemoryInit { mem: 0, data_index: self.segment(id) });
+        f.instruction(&I::MemoryInit {
+            mem: 0,
+            data_index: self.segment(id),
+        });
     }
 
     /// `wizer-initialize`: the context, the script evaluated in it.
@@ -178,7 +197,12 @@ impl Glue {
         let mut f = Function::new([(2, ValType::I32)]);
         let (tmp, argv) = (0, 1);
         let store = |f: &mut Function, offset: u64| {
-            f.instruction(&I::I32Store(MemArg { offset, align: 2, target: MemArgTarget::Memory(0), ordering: None }));
+            f.instruction(&I::I32Store(MemArg {
+                offset,
+                align: 2,
+                target: MemArgTarget::Memory(0),
+                ordering: None,
+            }));
         };
         // argv = [strings, strings + 4] in 8 bytes of their own.
         self.copy_segment(&mut f, ARGV, tmp);
@@ -260,13 +284,21 @@ type Result2 = Result<(), wasm_encoder::reencode::Error<std::convert::Infallible
 impl Reencode for Glue {
     type Error = std::convert::Infallible;
 
-    fn parse_type_section(&mut self, types: &mut wasm_encoder::TypeSection, section: wasmparser::TypeSectionReader<'_>) -> Result2 {
+    fn parse_type_section(
+        &mut self,
+        types: &mut wasm_encoder::TypeSection,
+        section: wasmparser::TypeSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_type_section(types, section)?;
         types.ty().function([], []);
         Ok(())
     }
 
-    fn parse_function_section(&mut self, functions: &mut wasm_encoder::FunctionSection, section: wasmparser::FunctionSectionReader<'_>) -> Result2 {
+    fn parse_function_section(
+        &mut self,
+        functions: &mut wasm_encoder::FunctionSection,
+        section: wasmparser::FunctionSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_function_section(functions, section)?;
         for _ in 0..3 {
             functions.function(self.void);
@@ -274,16 +306,28 @@ impl Reencode for Glue {
         Ok(())
     }
 
-    fn parse_global_section(&mut self, globals: &mut wasm_encoder::GlobalSection, section: wasmparser::GlobalSectionReader<'_>) -> Result2 {
+    fn parse_global_section(
+        &mut self,
+        globals: &mut wasm_encoder::GlobalSection,
+        section: wasmparser::GlobalSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_global_section(globals, section)?;
-        let ty = GlobalType { val_type: ValType::I32, mutable: true, shared: false };
+        let ty = GlobalType {
+            val_type: ValType::I32,
+            mutable: true,
+            shared: false,
+        };
         for _ in 0..4 {
             globals.global(ty, &ConstExpr::i32_const(0));
         }
         Ok(())
     }
 
-    fn parse_export_section(&mut self, exports: &mut wasm_encoder::ExportSection, section: wasmparser::ExportSectionReader<'_>) -> Result2 {
+    fn parse_export_section(
+        &mut self,
+        exports: &mut wasm_encoder::ExportSection,
+        section: wasmparser::ExportSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_export_section(exports, section)?;
         let [init, resume, start] = self.new_functions();
         exports.export("wizer-initialize", ExportKind::Func, init);
@@ -292,7 +336,11 @@ impl Reencode for Glue {
         Ok(())
     }
 
-    fn parse_code_section(&mut self, code: &mut wasm_encoder::CodeSection, section: wasmparser::CodeSectionReader<'_>) -> Result2 {
+    fn parse_code_section(
+        &mut self,
+        code: &mut wasm_encoder::CodeSection,
+        section: wasmparser::CodeSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_code_section(code, section)?;
         let [init, resume, _] = self.new_functions();
         code.function(&self.init());
@@ -301,7 +349,11 @@ impl Reencode for Glue {
         Ok(())
     }
 
-    fn parse_data_section(&mut self, data: &mut wasm_encoder::DataSection, section: wasmparser::DataSectionReader<'_>) -> Result2 {
+    fn parse_data_section(
+        &mut self,
+        data: &mut wasm_encoder::DataSection,
+        section: wasmparser::DataSectionReader<'_>,
+    ) -> Result2 {
         RoundtripReencoder.parse_data_section(data, section)?;
         for segment in &self.segments {
             data.passive(segment.iter().copied());
@@ -310,7 +362,12 @@ impl Reencode for Glue {
     }
 
     /// `memory.init` needs a data count section (before the code).
-    fn intersperse_section_hook(&mut self, module: &mut wasm_encoder::Module, _after: Option<SectionId>, before: Option<SectionId>) -> Result2 {
+    fn intersperse_section_hook(
+        &mut self,
+        module: &mut wasm_encoder::Module,
+        _after: Option<SectionId>,
+        before: Option<SectionId>,
+    ) -> Result2 {
         if before == Some(SectionId::Code) && !self.data_count_done {
             self.data_count_done = true;
             let count = self.found.data + self.segments.len() as u32;
