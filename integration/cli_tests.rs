@@ -28,6 +28,7 @@ tests! {
     Alone socket_group_is_applied,
     Alone unknown_socket_group_is_64,
     Alone workers_bound_the_guests_running_at_once,
+    Alone a_killed_worker_is_replaced_and_fails_no_other_request,
     Alone max_connections_bounds_the_connections_served,
     Alone client_gone_mid_response_frees_the_worker,
     Alone client_gone_mid_body_frees_the_worker,
@@ -156,6 +157,66 @@ fn check_warms_the_aot_cache_and_serve_compiles_nothing(dir: &Path) {
     // A cache directory others may write is refused: its code would run here.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
     assert_usage_error(&check(), &["server.cache_dir", "writable"]);
+}
+
+/// The pids of the daemon's worker processes.
+fn workers_of(daemon: i32) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).map(str::trim);
+        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+        if ppid == Some(&daemon.to_string()) && cmdline.windows(8).any(|w| w == b"__worker") {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+fn kill(pid: i32) {
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
+}
+
+/// A worker killed while idle is noticed before it is given a request, and
+/// replaced; killing the worker of a running request fails that request
+/// alone.
+fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 2", &["hello", "cases"]);
+    let d = start(dir, &config, &socket, &[]);
+    let workers = workers_of(d.pid());
+    assert_eq!(workers.len(), 2, "worker processes: {workers:?}");
+    kill(workers[0]);
+    std::thread::sleep(Duration::from_millis(100));
+    for i in 0..20 {
+        assert_hello(&socket, &format!("after-kill-{i}"));
+    }
+    // Both workers die while one runs a slow request: that request fails,
+    // the next ones are served by the replacements.
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    workers_of(d.pid()).into_iter().for_each(kill);
+    let ex = slow.response(1);
+    assert!(
+        ex.end.is_none() || ex.cgi().status == 502,
+        "the killed request must fail: {}",
+        ex.summary()
+    );
+    for i in 0..10 {
+        assert_hello(&socket, &format!("after-second-kill-{i}"));
+    }
+    let back = poll(Duration::from_secs(10), || {
+        let workers = workers_of(d.pid());
+        (workers.len() == 2).then_some(workers)
+    });
+    assert!(
+        back.is_some(),
+        "the pool is not back to 2 workers: {:?}",
+        workers_of(d.pid())
+    );
 }
 
 fn missing_config_file_is_64_naming_it(dir: &Path) {

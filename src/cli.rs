@@ -3,19 +3,20 @@
 //! Exit codes: 0 on success, 64 (EX_USAGE) when the configuration or a module
 //! it names is unusable, 1 when serving fails.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::cgi::{Gateway, Router};
+use crate::cgi::{Gateway, Router, Routes};
 use crate::config::Config;
 use crate::fastcgi::Caps;
 use crate::listener::{self, Listener};
 use crate::preinit;
 use crate::sandbox::{Engine, Mount};
+use crate::worker::{self, Pool};
 
 /// Total bytes of one request's FastCGI PARAMS.
 const MAX_PARAMS_BYTES: usize = 1 << 20;
@@ -45,6 +46,9 @@ enum Command {
     /// Pre-initialize a module, Wizer-compatibly: run its init function and
     /// write a module that starts from the state it left.
     Preinit(PreinitArgs),
+    /// A worker process, started by `serve` (not for use by hand).
+    #[command(name = "__worker", hide = true)]
+    Worker,
 }
 
 #[derive(clap::Args)]
@@ -98,7 +102,25 @@ pub fn main() -> ExitCode {
             return ExitCode::from(64);
         }
     };
-    let engine = match &config.server.cache_dir {
+    // Serving needs an AOT cache for its workers: a private one when none
+    // is configured, kept for the daemon's lifetime.
+    let serving = matches!(cli.command, None | Some(Command::Serve));
+    let private_cache = match (&config.server.cache_dir, serving) {
+        (None, true) => match tempfile::Builder::new().prefix("wcgid-aot-").tempdir() {
+            Ok(dir) => Some(dir),
+            Err(e) => {
+                tracing::error!("cannot make a private AOT cache directory: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let cache_dir = config
+        .server
+        .cache_dir
+        .clone()
+        .or_else(|| private_cache.as_ref().map(|d| d.path().to_owned()));
+    let engine = match &cache_dir {
         None => Ok(Engine::default()),
         Some(dir) => Engine::default().with_cache(dir),
     };
@@ -125,10 +147,23 @@ pub fn main() -> ExitCode {
             );
             ExitCode::SUCCESS
         }
-        Command::Serve => match serve(config, engine, router) {
+        Command::Serve => {
+            let cache_dir = cache_dir.expect("serving has a cache");
+            // The workers load the modules; the daemon keeps only the routes.
+            let routes = router.routes();
+            drop(router);
+            match serve(&cli.config, config, routes, &cache_dir) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    tracing::error!("{e}");
+                    ExitCode::FAILURE
+                }
+            }
+        }
+        Command::Worker => match worker::process::run(&engine, &router) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
-                tracing::error!("{e}");
+                tracing::error!("worker: {e}");
                 ExitCode::FAILURE
             }
         },
@@ -178,10 +213,15 @@ fn preinit(args: PreinitArgs) -> ExitCode {
     }
 }
 
-fn serve(config: Config, engine: Engine, router: Router) -> anyhow::Result<()> {
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+fn serve(config_path: &Path, config: Config, routes: Routes, cache_dir: &Path) -> anyhow::Result<()> {
+    let config_path = config_path.canonicalize()?;
+    // One thread moves the bytes: guests run in the worker processes, and a
+    // second async thread was measured to cost more in hand-offs than it gave.
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let served = runtime.block_on(async {
         let server = &config.server;
+        // Workers first: the socket appears when requests can be served.
+        let pool = Pool::start(&config_path, cache_dir, server.workers).await?;
         let listener = Listener::bind(server)?;
         let caps = Caps {
             max_conns: server.max_connections,
@@ -189,13 +229,12 @@ fn serve(config: Config, engine: Engine, router: Router) -> anyhow::Result<()> {
             max_params_bytes: MAX_PARAMS_BYTES,
             max_params: MAX_PARAMS,
         };
-        let gateway = Arc::new(Gateway::new(engine, router, server.workers));
+        let gateway = Arc::new(Gateway::new(routes, pool));
         tracing::info!(listen = %server.listen, workers = server.workers, apps = config.apps.len(), "serving");
         listener::serve(listener, gateway, caps, stop_signal()).await;
         Ok(())
     });
-    // A guest still running after the drain must not hold the process: its
-    // worker thread is abandoned, not joined.
+    // Whatever is still running after the drain must not hold the process.
     runtime.shutdown_timeout(Duration::from_millis(100));
     tracing::info!("stopped");
     served

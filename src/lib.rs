@@ -9,8 +9,9 @@
 //!   time (FastCGI 1.0);
 //! - [`cgi`]: which program runs, its RFC 3875 environment and body, and its
 //!   output checked and rewritten as a CGI response;
-//! - [`sandbox`]: the compiled module, a fresh instance per request and the
-//!   WASI host functions it calls.
+//! - [`worker`]: the worker processes the daemon hands requests to;
+//! - [`sandbox`]: in a worker, the compiled module, a fresh instance per
+//!   request and the WASI host functions it calls.
 //!
 //! Beside them: [`config`] reads and validates the configuration,
 //! [`preinit`] is the Wizer-compatible snapshot tool, [`cli`] is the command
@@ -25,3 +26,4 @@ pub mod fastcgi;
 pub mod listener;
 pub mod preinit;
 pub mod sandbox;
+pub mod worker;

@@ -6,7 +6,8 @@
 //! writes its header before reading its body (echo does) would wait forever
 //! for the rest. So the body is collected first, like php-fpm does, kept in
 //! memory up to [`SPILL_AT`] and in an unlinked temporary file beyond, and
-//! only then is a worker slot taken. The guest's output still streams.
+//! only then is a worker taken; the worker rebuilds it the same way. The
+//! guest's output still streams.
 //!
 //! The body is cut at CONTENT_LENGTH; without CONTENT_LENGTH it is whatever
 //! STDIN carries up to its end (e.g. nginx with `fastcgi_request_buffering
@@ -16,7 +17,6 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek};
 
 use bytes::Bytes;
-use tokio::io::AsyncWriteExt;
 use tokio::sync::mpsc;
 
 /// Body bytes kept in memory; the rest goes to a temporary file.
@@ -39,48 +39,71 @@ pub struct Body {
     file: Option<std::fs::File>,
 }
 
+/// Builds a [`Body`]: in memory up to [`SPILL_AT`] bytes, then in an
+/// unlinked temporary file (written synchronously: page-cache writes of
+/// uncommon large bodies).
+#[derive(Default)]
+pub struct BodyBuilder {
+    body: Body,
+    len: u64,
+}
+
+impl BodyBuilder {
+    pub fn push(&mut self, chunk: Bytes) -> Result<(), Error> {
+        use std::io::Write;
+        self.len += chunk.len() as u64;
+        if self.len > MAX_BODY {
+            return Err(Error::TooLarge);
+        }
+        if self.body.file.is_none() && self.len > SPILL_AT {
+            let mut file = tempfile::tempfile().map_err(Error::Spool)?;
+            for held in self.body.chunks.drain(..) {
+                file.write_all(&held).map_err(Error::Spool)?;
+            }
+            self.body.file = Some(file);
+        }
+        match &mut self.body.file {
+            Some(file) => file.write_all(&chunk).map_err(Error::Spool),
+            None => {
+                self.body.chunks.push_back(chunk);
+                Ok(())
+            }
+        }
+    }
+
+    pub fn finish(mut self) -> Result<Body, Error> {
+        if let Some(file) = &mut self.body.file {
+            file.rewind().map_err(Error::Spool)?;
+        }
+        Ok(self.body)
+    }
+}
+
 impl Body {
     /// Receives STDIN until its end, or until `content_length` bytes.
     pub async fn collect(mut stdin: mpsc::Receiver<Bytes>, content_length: Option<u64>) -> Result<Body, Error> {
-        let limit = content_length.unwrap_or(u64::MAX);
-        if limit > MAX_BODY && content_length.is_some() {
+        if content_length.is_some_and(|len| len > MAX_BODY) {
             return Err(Error::TooLarge);
         }
-        let mut body = Body::default();
-        let mut spool: Option<tokio::fs::File> = None;
-        let mut len = 0u64;
-        while len < limit {
+        let mut left = content_length.unwrap_or(u64::MAX);
+        let mut builder = BodyBuilder::default();
+        while left > 0 {
             let Some(mut chunk) = stdin.recv().await else { break };
-            let room = usize::try_from(limit - len).unwrap_or(usize::MAX);
-            chunk.truncate(room);
-            len += chunk.len() as u64;
-            if len > MAX_BODY {
-                return Err(Error::TooLarge);
-            }
-            if spool.is_none() && len > SPILL_AT {
-                let mut file = tokio::fs::File::from_std(
-                    tokio::task::spawn_blocking(tempfile::tempfile)
-                        .await
-                        .map_err(io::Error::other)
-                        .and_then(|r| r)
-                        .map_err(Error::Spool)?,
-                );
-                for held in body.chunks.drain(..) {
-                    file.write_all(&held).await.map_err(Error::Spool)?;
-                }
-                spool = Some(file);
-            }
-            match &mut spool {
-                Some(file) => file.write_all(&chunk).await.map_err(Error::Spool)?,
-                None => body.chunks.push_back(chunk),
-            }
+            chunk.truncate(usize::try_from(left).unwrap_or(usize::MAX));
+            left -= chunk.len() as u64;
+            builder.push(chunk)?;
         }
-        if let Some(file) = spool {
-            let mut file = file.into_std().await;
-            file.rewind().map_err(Error::Spool)?;
-            body.file = Some(file);
-        }
-        Ok(body)
+        builder.finish()
+    }
+
+    /// The body in chunks of at most `max` bytes, to send elsewhere.
+    pub fn chunks(mut self, max: usize) -> impl Iterator<Item = io::Result<Bytes>> {
+        let mut buf = vec![0u8; max];
+        std::iter::from_fn(move || match self.read(&mut buf) {
+            Ok(0) => None,
+            Ok(n) => Some(Ok(Bytes::copy_from_slice(&buf[..n]))),
+            Err(e) => Some(Err(e)),
+        })
     }
 }
 

@@ -26,7 +26,6 @@
 use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
-use tokio::sync::mpsc;
 
 use crate::fastcgi::Reply;
 
@@ -197,20 +196,28 @@ enum State {
     Failed(HeadError),
 }
 
-/// Turns guest stdout into replies for the FastCGI connection, with the
-/// guest's thread blocking while the connection's queue is full.
-pub struct ResponseWriter {
-    tx: mpsc::Sender<Reply>,
+/// Where a worker's replies go: to the daemon, blocking while it cannot take
+/// more. An error means nobody listens any more.
+pub trait ReplySink {
+    fn send(&mut self, reply: Reply) -> io::Result<()>;
+    /// The response breaks off after what was sent: the connection is to
+    /// close without END_REQUEST.
+    fn cut(&mut self) -> io::Result<()>;
+}
+
+/// Turns guest stdout into replies for the FastCGI connection.
+pub struct ResponseWriter<S> {
+    sink: S,
     state: State,
     pending: BytesMut,
     /// A HEAD request: the body is dropped (RFC 3875 §4.3.3).
     head_only: bool,
 }
 
-impl ResponseWriter {
-    pub fn new(tx: mpsc::Sender<Reply>, head_only: bool) -> Self {
+impl<S: ReplySink> ResponseWriter<S> {
+    pub fn new(sink: S, head_only: bool) -> Self {
         ResponseWriter {
-            tx,
+            sink,
             state: State::Head {
                 buf: BytesMut::new(),
                 scanned: 0,
@@ -267,14 +274,7 @@ impl ResponseWriter {
             return Ok(());
         }
         let chunk = self.pending.split().freeze();
-        self.tx
-            .blocking_send(Reply::Stdout(chunk))
-            .map_err(|_| io::ErrorKind::BrokenPipe.into())
-    }
-
-    /// Whether the connection stopped listening (the client went away).
-    pub fn is_closed(&self) -> bool {
-        self.tx.is_closed()
+        self.sink.send(Reply::Stdout(chunk))
     }
 
     /// Why no valid header block was sent, if none was.
@@ -290,21 +290,23 @@ impl ResponseWriter {
     /// Sends what is left and ends the request with `app_status`.
     pub fn end(mut self, app_status: u32) {
         let stdout = self.pending.split().freeze();
-        let _ = self.tx.blocking_send(Reply::End { stdout, app_status });
+        let _ = self.sink.send(Reply::End { stdout, app_status });
+    }
+
+    /// Sends what is left, then breaks the response off (see
+    /// [`ReplySink::cut`]).
+    pub fn cut(mut self) {
+        if self.flush().is_ok() {
+            let _ = self.sink.cut();
+        }
     }
 
     /// Replaces whatever the guest wrote with the gateway's own page. Only
     /// valid while no header block has gone out.
-    pub fn end_with_error(self, code: u16, app_status: u32) {
+    pub fn end_with_error(mut self, code: u16, app_status: u32) {
         debug_assert!(self.head_error().is_some());
         let stdout = error_page(code);
-        let _ = self.tx.blocking_send(Reply::End { stdout, app_status });
-    }
-
-    /// [`Self::end_with_error`] from async code, before any guest ran.
-    pub async fn end_with_error_async(self, code: u16) {
-        let stdout = error_page(code);
-        let _ = self.tx.send(Reply::End { stdout, app_status: 0 }).await;
+        let _ = self.sink.send(Reply::End { stdout, app_status });
     }
 }
 
@@ -418,9 +420,23 @@ mod tests {
         assert_eq!(norm(b""), Err(HeadError::Empty));
     }
 
+    /// Collects replies in a shared list.
+    #[derive(Clone, Default)]
+    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Reply>>>);
+
+    impl ReplySink for Collect {
+        fn send(&mut self, reply: Reply) -> io::Result<()> {
+            self.0.lock().unwrap().push(reply);
+            Ok(())
+        }
+        fn cut(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
     fn run_writer(chunks: &[&[u8]], head_only: bool) -> (Vec<u8>, Option<HeadError>) {
-        let (tx, mut rx) = mpsc::channel(1024);
-        let mut w = ResponseWriter::new(tx, head_only);
+        let replies = Collect::default();
+        let mut w = ResponseWriter::new(replies.clone(), head_only);
         for c in chunks {
             let _ = w.write(c);
         }
@@ -429,7 +445,7 @@ mod tests {
             w.end(0);
         }
         let mut out = Vec::new();
-        while let Ok(reply) = rx.try_recv() {
+        for reply in replies.0.lock().unwrap().drain(..) {
             match reply {
                 Reply::Stdout(b) | Reply::End { stdout: b, .. } => out.extend_from_slice(&b),
             }
