@@ -118,7 +118,7 @@ pub struct Server {
     pub socket_mode: u32,
     /// Group that owns the Unix socket (name, gid).
     pub socket_group: Option<(String, u32)>,
-    /// Guest instances running at once.
+    /// Worker processes, each running one guest at a time.
     pub workers: usize,
     /// FastCGI connections served at once.
     pub max_connections: usize,
