@@ -32,6 +32,7 @@ tests! {
     Alone max_connections_bounds_the_connections_served,
     Alone client_gone_mid_response_frees_the_worker,
     Alone client_gone_mid_body_frees_the_worker,
+    Alone abort_request_stops_the_running_guest,
     Alone listen_can_be_overridden_from_the_environment,
     Alone stale_socket_file_is_replaced,
     Alone live_socket_is_refused,
@@ -379,6 +380,39 @@ fn client_gone_mid_body_frees_the_worker(dir: &Path) {
     next.send(&fcgi::request(1, 0, &Params::get("/hello", "name=next"), b""));
     let ex = next.response(1);
     assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
+}
+
+/// FCGI_ABORT_REQUEST while the guest sleeps: the watchdog notices it
+/// without reading the connection, the guest stops, END_REQUEST comes at
+/// once, and the connection serves the next request. (With its own daemon:
+/// on a shared one the request could wait behind another connection's guest
+/// on the same worker.)
+fn abort_request_stops_the_running_guest(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    conn.send(&fcgi::request(
+        1,
+        fcgi::KEEP_CONN,
+        &Params::get("/cases", "sleep=3000"),
+        b"",
+    ));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    conn.send(&fcgi::record(fcgi::ABORT_REQUEST, 1, b""));
+    let ex = conn.response(1);
+    assert!(
+        started.elapsed() < Duration::from_millis(1000),
+        "END_REQUEST after {:?}",
+        started.elapsed()
+    );
+    assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
+    assert_eq!(ex.ended().app_status, 1, "{}", ex.summary());
+    assert!(ex.stdout.is_empty(), "{}", ex.summary());
+    // KEEP_CONN: the connection serves the next request.
+    let ex = conn.exchange(2, 0, &Params::get("/hello", "name=next"), b"");
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "{}", ex.summary());
+    assert!(d.log().contains("guest stopped"), "log:\n{}", d.log());
 }
 
 fn listen_can_be_overridden_from_the_environment(dir: &Path) {

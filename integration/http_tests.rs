@@ -505,10 +505,10 @@ fn every_bad_response_is_502_and_logged(f: &Fixture) {
         .unwrap_or_else(|log| panic!("no WARN line with app=\"cases-bin\" and req=; log:\n{log}"));
 }
 
-/// The `req=N` of a log line.
+/// The `req=PID.N` of a log line.
 fn request_id(line: &str) -> Option<&str> {
     let at = line.find("req=")? + 4;
-    line[at..].split(|c: char| !c.is_ascii_digit()).next()
+    line[at..].split(|c: char| !c.is_ascii_digit() && c != '.').next()
 }
 
 fn guest_stderr_is_logged_with_its_app(f: &Fixture) {

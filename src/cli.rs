@@ -3,25 +3,16 @@
 //! Exit codes: 0 on success, 64 (EX_USAGE) when the configuration or a module
 //! it names is unusable, 1 when serving fails.
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::ExitCode;
-use std::sync::Arc;
-use std::time::Duration;
 
 use clap::{Parser, Subcommand};
 
-use crate::cgi::{Gateway, Router, Routes};
+use crate::cgi::Router;
 use crate::config::Config;
-use crate::fastcgi::Caps;
-use crate::listener::{self, Listener};
 use crate::preinit;
 use crate::sandbox::{Engine, Mount};
-use crate::worker::{self, Pool};
-
-/// Total bytes of one request's FastCGI PARAMS.
-const MAX_PARAMS_BYTES: usize = 1 << 20;
-/// Name-value pairs in one request's FastCGI PARAMS.
-const MAX_PARAMS: usize = 10_000;
+use crate::worker;
 
 #[derive(Parser)]
 #[command(
@@ -148,11 +139,10 @@ pub fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         Command::Serve => {
-            let cache_dir = cache_dir.expect("serving has a cache");
-            // The workers load the modules; the daemon keeps only the routes.
-            let routes = router.routes();
+            // The workers load the modules from the cache just filled.
             drop(router);
-            match serve(&cli.config, config, routes, &cache_dir) {
+            let cache_dir = cache_dir.expect("serving has a cache");
+            match worker::supervise(&cli.config, &config.server, &cache_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -160,7 +150,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker => match worker::process::run(&engine, &router) {
+        Command::Worker => match worker::process::run(engine, router, &config.server) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("worker: {e}");
@@ -210,46 +200,6 @@ fn preinit(args: PreinitArgs) -> ExitCode {
                 _ => ExitCode::FAILURE,
             }
         }
-    }
-}
-
-fn serve(config_path: &Path, config: Config, routes: Routes, cache_dir: &Path) -> anyhow::Result<()> {
-    let config_path = config_path.canonicalize()?;
-    // One thread moves the bytes: guests run in the worker processes, and a
-    // second async thread was measured to cost more in hand-offs than it gave.
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let served = runtime.block_on(async {
-        let server = &config.server;
-        // Workers first: the socket appears when requests can be served.
-        let pool = Pool::start(&config_path, cache_dir, server.workers).await?;
-        let listener = Listener::bind(server)?;
-        let caps = Caps {
-            max_conns: server.max_connections,
-            max_reqs: server.max_connections,
-            max_params_bytes: MAX_PARAMS_BYTES,
-            max_params: MAX_PARAMS,
-        };
-        let gateway = Arc::new(Gateway::new(routes, pool));
-        tracing::info!(listen = %server.listen, workers = server.workers, apps = config.apps.len(), "serving");
-        listener::serve(listener, gateway, caps, stop_signal()).await;
-        Ok(())
-    });
-    // Whatever is still running after the drain must not hold the process.
-    runtime.shutdown_timeout(Duration::from_millis(100));
-    tracing::info!("stopped");
-    served
-}
-
-/// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
     }
 }
 

@@ -288,13 +288,15 @@ impl RawServer {
                     .map_err(|why| invalid("server.socket_group", &g, why))
             })
             .transpose()?;
-        let workers = match self.workers {
-            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
-            n => n,
-        };
         if self.max_connections == 0 {
             return Err(invalid("server.max_connections", 0, "must be at least 1"));
         }
+        // Each worker serves at least one connection.
+        let workers = match self.workers {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+        .min(self.max_connections);
         Ok(Server {
             listen,
             socket_mode,

@@ -1,31 +1,42 @@
 //! Where FastCGI connections come from: a Unix socket (the default) or TCP,
-//! and the accept loop that hands each connection to [`fastcgi::serve`].
+//! bound once by the supervisor and shared by its worker processes, each of
+//! which accepts connections and serves them with [`fastcgi::serve`].
+//!
+//! The listening socket reaches a worker as its fd 0, the convention of
+//! FastCGI 1.0 §2.2 (`FCGI_LISTENSOCK_FILENO`), which is how php-fpm's
+//! children share one socket too: the kernel hands each connection to one
+//! worker that is waiting in accept, so an idle worker takes the next one.
 //!
 //! The Unix socket is created with its final mode and group before anyone can
-//! connect (bound under a restrictive umask, then chmod/chown), a stale socket
-//! file left by a dead daemon is replaced, a live one is refused, and the file
-//! is removed when the listener is dropped.
+//! connect (bound under a restrictive umask, then chmod/chown), under a
+//! temporary name that is renamed to the configured path once the workers
+//! are ready, so the path answers only when requests can be served. A stale
+//! socket file left by a dead daemon is replaced, a live one is refused, and
+//! the file is removed when the supervisor stops.
 
-use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
 
+use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 use nix::sys::stat::{Mode, umask};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener, UnixSocket};
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::cgi::Gateway;
 use crate::config::{Listen, Server};
-use crate::fastcgi::{self, Caps};
+use crate::fastcgi::{self, Caps, Handler};
 
 /// Pending connections the kernel queues for us: nginx opens many at once.
 const BACKLOG: u32 = 1024;
 /// How long in-flight connections may take to finish after a stop signal.
-const DRAIN: Duration = Duration::from_secs(10);
+pub const DRAIN: Duration = Duration::from_secs(10);
+/// Longest `sun_path` (sockaddr_un), including its NUL.
+const SUN_PATH_MAX: usize = 108;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -37,19 +48,23 @@ pub enum Error {
     Io { listen: String, source: io::Error },
 }
 
-pub enum Listener {
-    Unix {
-        listener: UnixListener,
-        path: PathBuf,
-        /// Inode of our socket file, so Drop removes only our own.
-        ino: u64,
-    },
-    Tcp(TcpListener),
+/// The supervisor's listening socket.
+pub struct Bound {
+    socket: OwnedFd,
+    /// The Unix socket file: where it is now, where it goes, and its inode,
+    /// so that only our own file is ever renamed or removed.
+    file: Option<SocketFile>,
 }
 
-impl Listener {
+struct SocketFile {
+    at: PathBuf,
+    path: PathBuf,
+    ino: u64,
+}
+
+impl Bound {
     /// Binds as configured. Must run inside the tokio runtime.
-    pub fn bind(server: &Server) -> Result<Listener, Error> {
+    pub fn bind(server: &Server) -> Result<Bound, Error> {
         let io_err = |source| Error::Io {
             listen: server.listen.to_string(),
             source,
@@ -71,8 +86,38 @@ impl Listener {
                 .map_err(io_err)?;
                 socket.set_reuseaddr(true).map_err(io_err)?;
                 socket.bind(*addr).map_err(io_err)?;
-                Ok(Listener::Tcp(socket.listen(BACKLOG).map_err(io_err)?))
+                let listener = socket.listen(BACKLOG).map_err(io_err)?.into_std().map_err(io_err)?;
+                Ok(Bound {
+                    socket: listener.into(),
+                    file: None,
+                })
             }
+        }
+    }
+
+    /// The socket, for a worker's fd 0.
+    pub fn socket(&self) -> io::Result<OwnedFd> {
+        self.socket.try_clone()
+    }
+
+    /// Gives the Unix socket its configured name: it now answers there.
+    pub fn publish(&mut self) -> io::Result<()> {
+        if let Some(file) = &mut self.file
+            && file.at != file.path
+        {
+            std::fs::rename(&file.at, &file.path)?;
+            file.at = file.path.clone();
+        }
+        Ok(())
+    }
+}
+
+impl Drop for Bound {
+    fn drop(&mut self) {
+        if let Some(file) = &self.file
+            && std::fs::symlink_metadata(&file.at).is_ok_and(|m| m.ino() == file.ino)
+        {
+            let _ = std::fs::remove_file(&file.at);
         }
     }
 }
@@ -88,79 +133,146 @@ impl From<io::Error> for BindError {
     }
 }
 
-fn bind_unix(path: &Path, server: &Server) -> Result<Listener, BindError> {
+fn bind_unix(path: &Path, server: &Server) -> Result<Bound, BindError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(BindError::Listener(Error::InUse(path.into()))),
-            // Nobody answers: a dead daemon's socket.
-            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => std::fs::remove_file(path)?,
+            // Nobody answers: a dead daemon's socket, replaced when ours is
+            // published.
+            Err(e) if e.kind() == io::ErrorKind::ConnectionRefused => {}
             Err(e) => return Err(e.into()),
         },
         Ok(_) => return Err(BindError::Listener(Error::NotASocket(path.into()))),
         Err(e) if e.kind() == io::ErrorKind::NotFound => {}
         Err(e) => return Err(e.into()),
     }
+    // The temporary name is short, so that it fits sun_path wherever the
+    // configured one does (else the socket is bound where it belongs at
+    // once, and answers before the workers are ready).
+    let temp = path.with_file_name(format!(".w{}", std::process::id()));
+    let at = match temp.as_os_str().len() < SUN_PATH_MAX {
+        true => temp,
+        false => path.to_owned(),
+    };
+    // Ours by its name, left by a killed daemon with our pid, or stale.
+    if std::fs::symlink_metadata(&at).is_ok_and(|m| m.file_type().is_socket()) {
+        std::fs::remove_file(&at)?;
+    }
     let socket = UnixSocket::new_stream()?;
     // The socket file is born 0600 and only then opened up to its mode, so
     // there is no moment when it is more open than configured.
     let old = umask(Mode::from_bits_truncate(0o177));
-    let bound = socket.bind(path);
+    let bound = socket.bind(&at);
     umask(old);
     bound?;
+    let mut bound = Bound {
+        socket: socket.listen(BACKLOG)?.into_std()?.into(),
+        file: Some(SocketFile {
+            ino: std::fs::metadata(&at)?.ino(),
+            at,
+            path: path.to_owned(),
+        }),
+    };
+    let at = &bound.file.as_ref().expect("just set").at;
     if let Some((_, gid)) = &server.socket_group {
-        std::os::unix::fs::chown(path, None, Some(*gid))?;
+        std::os::unix::fs::chown(at, None, Some(*gid))?;
     }
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(server.socket_mode))?;
-    let ino = std::fs::metadata(path)?.ino();
-    Ok(Listener::Unix {
-        listener: socket.listen(BACKLOG)?,
-        path: path.into(),
-        ino,
-    })
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(server.socket_mode))?;
+    if at == path {
+        bound.publish()?;
+    }
+    Ok(bound)
 }
 
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix { path, ino, .. } = self
-            && std::fs::metadata(&*path).is_ok_and(|m| m.ino() == *ino)
-        {
-            let _ = std::fs::remove_file(&*path);
+/// A worker's listening socket.
+pub enum Listener {
+    Unix(UnixListener),
+    Tcp(TcpListener),
+}
+
+impl Listener {
+    /// Takes the listening socket the supervisor passed as fd 0, which then
+    /// becomes /dev/null. Must run inside the tokio runtime.
+    pub fn inherit() -> io::Result<Listener> {
+        let socket = io::stdin().as_fd().try_clone_to_owned()?;
+        let null = std::fs::File::open("/dev/null")?;
+        nix::unistd::dup2_stdin(&null)?;
+        let family = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&socket))?.family();
+        match family {
+            Some(AddressFamily::Unix) => {
+                let listener = std::os::unix::net::UnixListener::from(socket);
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Unix(UnixListener::from_std(listener)?))
+            }
+            Some(AddressFamily::Inet | AddressFamily::Inet6) => {
+                let listener = std::net::TcpListener::from(socket);
+                listener.set_nonblocking(true)?;
+                Ok(Listener::Tcp(TcpListener::from_std(listener)?))
+            }
+            _ => Err(io::Error::other("fd 0 is not a listening Unix or TCP socket")),
+        }
+    }
+
+    /// Accepts a connection: its read and write halves, and a duplicate of
+    /// its socket for jobs to write to directly.
+    async fn accept(&self) -> io::Result<Accepted> {
+        match self {
+            Listener::Unix(listener) => {
+                let stream = listener.accept().await?.0;
+                let socket = stream.as_fd().try_clone_to_owned()?;
+                let (r, w) = stream.into_split();
+                Ok(Accepted::Unix(r, w, socket))
+            }
+            Listener::Tcp(listener) => {
+                let stream = listener.accept().await?.0;
+                // Responses often end in a small record: never hold it back.
+                stream.set_nodelay(true)?;
+                let socket = stream.as_fd().try_clone_to_owned()?;
+                let (r, w) = stream.into_split();
+                Ok(Accepted::Tcp(r, w, socket))
+            }
         }
     }
 }
 
-/// Accepts connections until `shutdown` completes, serving each on its own
-/// task, at most `caps.max_conns` at once. Then stops listening and waits up
-/// to [`DRAIN`] for the connections to finish.
-pub async fn serve(listener: Listener, gateway: Arc<Gateway>, caps: Caps, shutdown: impl Future<Output = ()>) {
-    let caps = Arc::new(caps);
-    let conns = Arc::new(Semaphore::new(caps.max_conns));
-    tokio::pin!(shutdown);
+enum Accepted {
+    Unix(
+        tokio::net::unix::OwnedReadHalf,
+        tokio::net::unix::OwnedWriteHalf,
+        OwnedFd,
+    ),
+    Tcp(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, OwnedFd),
+}
+
+/// Accepts connections until `stop` turns true, serving each on a task of
+/// the current [`tokio::task::LocalSet`], at most `limit` at once.
+/// Then stops accepting, closes idle connections, and waits up to [`DRAIN`]
+/// for the busy ones to finish.
+pub async fn serve<H: Handler + 'static>(
+    listener: Listener,
+    handler: Rc<H>,
+    caps: Caps,
+    limit: usize,
+    mut stop: watch::Receiver<bool>,
+) {
+    let caps = Rc::new(caps);
+    let conns = Arc::new(Semaphore::new(limit));
     loop {
         let permit = tokio::select! {
-            _ = &mut shutdown => break,
+            _ = stop.wait_for(|stop| *stop) => break,
             permit = conns.clone().acquire_owned() => permit.expect("never closed"),
         };
         let accepted = tokio::select! {
-            _ = &mut shutdown => break,
-            accepted = accept(&listener) => accepted,
+            _ = stop.wait_for(|stop| *stop) => break,
+            accepted = listener.accept() => accepted,
         };
-        let (gateway, caps) = (gateway.clone(), caps.clone());
+        let (handler, caps, stop) = (handler.clone(), caps.clone(), stop.clone());
         match accepted {
-            Ok(Stream::Unix(s)) => {
-                let (r, w) = s.into_split();
-                tokio::spawn(async move {
-                    connection(r, w, &gateway, &caps).await;
-                    drop(permit);
-                });
+            Ok(Accepted::Unix(r, w, socket)) => {
+                tokio::task::spawn_local(connection(r, w, socket, handler, caps, stop, permit));
             }
-            Ok(Stream::Tcp(s)) => {
-                let _ = s.set_nodelay(true);
-                let (r, w) = s.into_split();
-                tokio::spawn(async move {
-                    connection(r, w, &gateway, &caps).await;
-                    drop(permit);
-                });
+            Ok(Accepted::Tcp(r, w, socket)) => {
+                tokio::task::spawn_local(connection(r, w, socket, handler, caps, stop, permit));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -170,30 +282,26 @@ pub async fn serve(listener: Listener, gateway: Arc<Gateway>, caps: Caps, shutdo
         }
     }
     drop(listener);
-    let all = u32::try_from(caps.max_conns).unwrap_or(u32::MAX);
+    let all = u32::try_from(limit).unwrap_or(u32::MAX);
     if tokio::time::timeout(DRAIN, conns.acquire_many(all)).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}; stopping anyway");
     }
 }
 
-enum Stream {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn accept(listener: &Listener) -> io::Result<Stream> {
-    match listener {
-        Listener::Unix { listener, .. } => Ok(Stream::Unix(listener.accept().await?.0)),
-        Listener::Tcp(listener) => Ok(Stream::Tcp(listener.accept().await?.0)),
-    }
-}
-
-async fn connection<R, W>(r: R, w: W, gateway: &Gateway, caps: &Caps)
-where
+async fn connection<R, W, H>(
+    r: R,
+    w: W,
+    socket: OwnedFd,
+    handler: Rc<H>,
+    caps: Rc<Caps>,
+    stop: watch::Receiver<bool>,
+    _permit: OwnedSemaphorePermit,
+) where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    H: Handler,
 {
-    match fastcgi::serve(r, w, gateway, caps).await {
+    match fastcgi::serve(r, w, socket, &*handler, &caps, stop).await {
         Ok(()) => {}
         Err(fastcgi::Error::Io(e)) => tracing::debug!("connection ended: {e}"),
         Err(e) => tracing::warn!("closing FastCGI connection: {e}"),

@@ -6,8 +6,7 @@
 //! writes its header before reading its body (echo does) would wait forever
 //! for the rest. So the body is collected first, like php-fpm does, kept in
 //! memory up to [`SPILL_AT`] and in an unlinked temporary file beyond, and
-//! only then is a worker taken; the worker rebuilds it the same way. The
-//! guest's output still streams.
+//! only then does the guest start. The guest's output still streams.
 //!
 //! The body is cut at CONTENT_LENGTH; without CONTENT_LENGTH it is whatever
 //! STDIN carries up to its end (e.g. nginx with `fastcgi_request_buffering
@@ -17,7 +16,6 @@ use std::collections::VecDeque;
 use std::io::{self, Read, Seek};
 
 use bytes::Bytes;
-use tokio::sync::mpsc;
 
 /// Body bytes kept in memory; the rest goes to a temporary file.
 const SPILL_AT: u64 = 1 << 20;
@@ -39,18 +37,37 @@ pub struct Body {
     file: Option<std::fs::File>,
 }
 
-/// Builds a [`Body`]: in memory up to [`SPILL_AT`] bytes, then in an
-/// unlinked temporary file (written synchronously: page-cache writes of
-/// uncommon large bodies).
+/// Builds a [`Body`] from STDIN's chunks: cut at CONTENT_LENGTH, in memory up
+/// to [`SPILL_AT`] bytes, then in an unlinked temporary file (written
+/// synchronously: page-cache writes of uncommon large bodies).
 #[derive(Default)]
 pub struct BodyBuilder {
     body: Body,
     len: u64,
+    /// Bytes still wanted: CONTENT_LENGTH minus what came.
+    left: u64,
 }
 
 impl BodyBuilder {
-    pub fn push(&mut self, chunk: Bytes) -> Result<(), Error> {
+    /// A builder for a body of `content_length` bytes, or of whatever STDIN
+    /// carries without one.
+    pub fn new(content_length: Option<u64>) -> Result<BodyBuilder, Error> {
+        if content_length.is_some_and(|len| len > MAX_BODY) {
+            return Err(Error::TooLarge);
+        }
+        Ok(BodyBuilder {
+            left: content_length.unwrap_or(u64::MAX),
+            ..BodyBuilder::default()
+        })
+    }
+
+    pub fn push(&mut self, mut chunk: Bytes) -> Result<(), Error> {
         use std::io::Write;
+        chunk.truncate(usize::try_from(self.left).unwrap_or(usize::MAX));
+        if chunk.is_empty() {
+            return Ok(());
+        }
+        self.left -= chunk.len() as u64;
         self.len += chunk.len() as u64;
         if self.len > MAX_BODY {
             return Err(Error::TooLarge);
@@ -79,34 +96,6 @@ impl BodyBuilder {
     }
 }
 
-impl Body {
-    /// Receives STDIN until its end, or until `content_length` bytes.
-    pub async fn collect(mut stdin: mpsc::Receiver<Bytes>, content_length: Option<u64>) -> Result<Body, Error> {
-        if content_length.is_some_and(|len| len > MAX_BODY) {
-            return Err(Error::TooLarge);
-        }
-        let mut left = content_length.unwrap_or(u64::MAX);
-        let mut builder = BodyBuilder::default();
-        while left > 0 {
-            let Some(mut chunk) = stdin.recv().await else { break };
-            chunk.truncate(usize::try_from(left).unwrap_or(usize::MAX));
-            left -= chunk.len() as u64;
-            builder.push(chunk)?;
-        }
-        builder.finish()
-    }
-
-    /// The body in chunks of at most `max` bytes, to send elsewhere.
-    pub fn chunks(mut self, max: usize) -> impl Iterator<Item = io::Result<Bytes>> {
-        let mut buf = vec![0u8; max];
-        std::iter::from_fn(move || match self.read(&mut buf) {
-            Ok(0) => None,
-            Ok(n) => Some(Ok(Bytes::copy_from_slice(&buf[..n]))),
-            Err(e) => Some(Err(e)),
-        })
-    }
-}
-
 impl Read for Body {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
         if let Some(file) = &mut self.file {
@@ -128,52 +117,41 @@ impl Read for Body {
 mod tests {
     use super::*;
 
-    async fn collect(chunks: Vec<Vec<u8>>, content_length: Option<u64>) -> Result<Vec<u8>, Error> {
-        let (tx, rx) = mpsc::channel(4);
-        tokio::spawn(async move {
-            for c in chunks {
-                if tx.send(Bytes::from(c)).await.is_err() {
-                    break;
-                }
-            }
-        });
-        let mut body = Body::collect(rx, content_length).await?;
+    fn collect(chunks: Vec<Vec<u8>>, content_length: Option<u64>) -> Result<Vec<u8>, Error> {
+        let mut builder = BodyBuilder::new(content_length)?;
+        for c in chunks {
+            builder.push(Bytes::from(c))?;
+        }
         let mut out = Vec::new();
-        body.read_to_end(&mut out).unwrap();
+        builder.finish()?.read_to_end(&mut out).unwrap();
         Ok(out)
     }
 
-    #[tokio::test]
-    async fn cut_at_content_length() {
+    #[test]
+    fn cut_at_content_length() {
         assert_eq!(
-            collect(vec![b"abc".to_vec(), b"def".to_vec()], Some(4)).await.unwrap(),
+            collect(vec![b"abc".to_vec(), b"def".to_vec()], Some(4)).unwrap(),
             b"abcd"
         );
-        assert_eq!(collect(vec![b"abc".to_vec()], Some(0)).await.unwrap(), b"");
+        assert_eq!(collect(vec![b"abc".to_vec()], Some(0)).unwrap(), b"");
         // Shorter than announced: the guest sees what came.
-        assert_eq!(collect(vec![b"ab".to_vec()], Some(10)).await.unwrap(), b"ab");
+        assert_eq!(collect(vec![b"ab".to_vec()], Some(10)).unwrap(), b"ab");
         // No CONTENT_LENGTH: everything until the end of STDIN.
-        assert_eq!(
-            collect(vec![b"ab".to_vec(), b"cd".to_vec()], None).await.unwrap(),
-            b"abcd"
-        );
+        assert_eq!(collect(vec![b"ab".to_vec(), b"cd".to_vec()], None).unwrap(), b"abcd");
     }
 
-    #[tokio::test]
-    async fn large_bodies_spill_to_a_file_byte_exact() {
+    #[test]
+    fn large_bodies_spill_to_a_file_byte_exact() {
         let chunks: Vec<Vec<u8>> = (0..40u8).map(|i| vec![i; 65535]).collect();
         let want: Vec<u8> = chunks.concat();
-        let got = collect(chunks, Some(want.len() as u64)).await.unwrap();
+        let got = collect(chunks, Some(want.len() as u64)).unwrap();
         assert!(got == want, "spooled body differs");
     }
 
-    #[tokio::test]
-    async fn oversized_bodies_are_refused() {
-        assert!(matches!(
-            collect(vec![], Some(MAX_BODY + 1)).await,
-            Err(Error::TooLarge)
-        ));
+    #[test]
+    fn oversized_bodies_are_refused() {
+        assert!(matches!(collect(vec![], Some(MAX_BODY + 1)), Err(Error::TooLarge)));
         let chunks: Vec<Vec<u8>> = (0..(MAX_BODY / 65535 + 2)).map(|_| vec![0; 65535]).collect();
-        assert!(matches!(collect(chunks, None).await, Err(Error::TooLarge)));
+        assert!(matches!(collect(chunks, None), Err(Error::TooLarge)));
     }
 }

@@ -30,12 +30,7 @@ pub struct MetaVars {
 
 impl MetaVars {
     pub fn from_params(params: Params) -> MetaVars {
-        Self::from_pairs(params.into_pairs())
-    }
-
-    /// The rules above applied to `vars` (which may already follow them, as
-    /// a worker receives them from the daemon).
-    pub fn from_pairs(mut vars: Vec<(Bytes, Bytes)>) -> MetaVars {
+        let mut vars = params.into_pairs();
         // Stable sort keeps arrival order among equal names: the last one wins.
         vars.sort_by(|a, b| a.0.cmp(&b.0));
         let mut unique: Vec<(Bytes, Bytes)> = Vec::with_capacity(vars.len());
@@ -61,10 +56,6 @@ impl MetaVars {
     pub fn get(&self, name: &str) -> Option<&[u8]> {
         let i = self.find(name).ok()?;
         Some(&self.vars[i].1[..]).filter(|v| !v.is_empty())
-    }
-
-    pub fn into_pairs(self) -> Vec<(Bytes, Bytes)> {
-        self.vars
     }
 
     /// `get` as UTF-8 text; a value that is not UTF-8 counts as absent.

@@ -1,97 +1,100 @@
-//! The CGI gateway in the daemon: takes a FastCGI request, checks what can
-//! be checked without running anything, picks its program by route, reads
-//! its body, and hands it to a worker process (see [`crate::worker`]).
+//! The CGI gateway: takes a FastCGI request whose params are complete,
+//! checks what can be checked before its body arrives, picks its program
+//! (RFC 3875 §3.3) and makes the [`Job`] that takes the body and runs it.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::cell::Cell;
+use std::fmt;
 
-use tokio::sync::mpsc;
+use bytes::Bytes;
 
-use crate::fastcgi::{self, Reply, Response};
-use crate::worker::Pool;
-use crate::worker::protocol::{JobSpec, Target};
+use crate::fastcgi::{self, Params, Start};
+use crate::sandbox::Engine;
 
-use super::body::{self, Body, MAX_BODY};
+use super::body::BodyBuilder;
 use super::env::MetaVars;
+use super::job::Job;
 use super::response::error_page;
-use super::script::{Route, Routes};
-
-/// Replies queued between a worker and its connection.
-const REPLY_QUEUE: usize = 4;
+use super::script::{Route, Router};
+use super::watchdog::Watchdog;
 
 pub struct Gateway {
-    routes: Routes,
-    pool: Arc<Pool>,
-    next_id: AtomicU64,
+    router: Router,
+    engine: Engine,
+    watchdog: Watchdog,
+    /// This process's id and its requests so far: request ids.
+    pid: u32,
+    served: Cell<u64>,
 }
 
 impl Gateway {
-    pub fn new(routes: Routes, pool: Arc<Pool>) -> Gateway {
+    pub fn new(router: Router, engine: Engine, watchdog: Watchdog) -> Gateway {
         Gateway {
-            routes,
-            pool,
-            next_id: AtomicU64::new(1),
+            router,
+            engine,
+            watchdog,
+            pid: std::process::id(),
+            served: Cell::new(0),
         }
     }
+}
 
-    fn complete(code: u16) -> Response {
-        Response::Complete {
-            stdout: error_page(code),
-            app_status: 0,
-        }
+/// A request's id in the log: the serving process and its request count.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestId {
+    pid: u32,
+    seq: u64,
+}
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.pid, self.seq)
     }
 }
 
 impl fastcgi::Handler for Gateway {
-    fn start(&self, request: fastcgi::Request) -> Response {
-        let mut vars = MetaVars::from_params(request.params);
+    type Job = Job;
+
+    fn start(&self, params: Params) -> Start<Job> {
+        let respond = |code| Start::Respond(error_page(code));
+        self.served.set(self.served.get() + 1);
+        let id = RequestId {
+            pid: self.pid,
+            seq: self.served.get(),
+        };
+        let mut vars = MetaVars::from_params(params);
         let Some(method) = vars.get("REQUEST_METHOD") else {
-            return Self::complete(400);
+            return respond(400);
         };
         let head_only = method == b"HEAD";
         let Ok(content_length) = content_length(&vars) else {
-            return Self::complete(400);
+            return respond(400);
         };
-        let target = match self.routes.route(&mut vars) {
-            Route::App(name) => Target::App(name.to_string()),
-            Route::CgiBin => Target::CgiBin,
-            Route::NotFound => return Self::complete(404),
-        };
-        if content_length.is_some_and(|len| len > MAX_BODY) {
-            return Self::complete(413);
-        }
-        let spec = JobSpec {
-            id: self.next_id.fetch_add(1, Ordering::Relaxed),
-            head_only,
-            target,
-            vars: vars.into_pairs(),
-        };
-        let (tx, rx) = mpsc::channel(REPLY_QUEUE);
-        let pool = self.pool.clone();
-        tokio::spawn(async move {
-            match Body::collect(request.stdin, content_length).await {
-                Ok(body) => pool.run(spec, body, tx).await,
-                Err(e) => {
-                    let code = match e {
-                        body::Error::TooLarge => 413,
-                        body::Error::Spool(_) => {
-                            tracing::error!(req = spec.id, "{e}");
-                            500
-                        }
-                    };
-                    let end = Reply::End {
-                        stdout: error_page(code),
-                        app_status: 0,
-                    };
-                    let _ = tx.send(end).await;
+        let app = match self.router.route(&mut vars) {
+            Route::App(app) => app,
+            Route::CgiBin => match self.router.resolve_cgi_bin(&self.engine, &mut vars) {
+                Ok(app) => app,
+                Err(refusal) => {
+                    tracing::info!(req = %id, ?refusal, "cgi-bin request refused");
+                    return respond(refusal as u16);
                 }
-            }
-        });
-        Response::Streaming(rx)
+            },
+            Route::NotFound => return respond(404),
+        };
+        let Ok(body) = BodyBuilder::new(content_length) else {
+            return respond(413);
+        };
+        Start::Run(Job {
+            id,
+            app,
+            vars,
+            head_only,
+            body,
+            watchdog: self.watchdog.clone(),
+        })
     }
 
-    fn params_too_large(&self) -> Response {
-        Self::complete(431)
+    fn params_too_large(&self) -> Bytes {
+        error_page(431)
     }
 }
 

@@ -1,8 +1,8 @@
 //! CGI/1.1 (RFC 3875) between the FastCGI request and the guest: script
 //! selection (`script`, §3.3), meta-variables (`env`, §4.1), the request
 //! body ([`body`], §4.2) and the response ([`response`], §6). [`Gateway`]
-//! does the daemon's part and hands the request to a worker process, where
-//! [`job`] runs it in the sandbox.
+//! turns a request into a [`job`] that runs its guest in the sandbox, which
+//! the [`watchdog`] stops if the web server gives up on the request.
 
 pub mod body;
 mod env;
@@ -10,6 +10,8 @@ mod gateway;
 pub mod job;
 pub mod response;
 mod script;
+pub mod watchdog;
 
 pub use gateway::Gateway;
-pub use script::{Router, Routes};
+pub use script::Router;
+pub use watchdog::Watchdog;

@@ -27,7 +27,7 @@ use std::io;
 
 use bytes::{BufMut, Bytes, BytesMut};
 
-use crate::fastcgi::Reply;
+use crate::fastcgi::{Ending, Stdout};
 
 /// The largest header block accepted from a guest.
 pub const MAX_HEAD: usize = 64 * 1024;
@@ -196,16 +196,19 @@ enum State {
     Failed(HeadError),
 }
 
-/// Where a worker's replies go: to the daemon, blocking while it cannot take
-/// more. An error means nobody listens any more.
-pub trait ReplySink {
-    fn send(&mut self, reply: Reply) -> io::Result<()>;
-    /// The response breaks off after what was sent: the connection is to
-    /// close without END_REQUEST.
-    fn cut(&mut self) -> io::Result<()>;
+/// Where the response goes: the connection's [`Stdout`] while serving.
+pub trait Sink {
+    /// Sends `data` on now. An error means nobody listens any more.
+    fn send(&mut self, data: &[u8]) -> io::Result<()>;
 }
 
-/// Turns guest stdout into replies for the FastCGI connection.
+impl Sink for Stdout {
+    fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        Stdout::send(self, data)
+    }
+}
+
+/// Turns guest stdout into the response for the FastCGI connection.
 pub struct ResponseWriter<S> {
     sink: S,
     state: State,
@@ -214,7 +217,7 @@ pub struct ResponseWriter<S> {
     head_only: bool,
 }
 
-impl<S: ReplySink> ResponseWriter<S> {
+impl<S: Sink> ResponseWriter<S> {
     pub fn new(sink: S, head_only: bool) -> Self {
         ResponseWriter {
             sink,
@@ -273,8 +276,9 @@ impl<S: ReplySink> ResponseWriter<S> {
         if self.pending.is_empty() || !matches!(self.state, State::Body) {
             return Ok(());
         }
-        let chunk = self.pending.split().freeze();
-        self.sink.send(Reply::Stdout(chunk))
+        let sent = self.sink.send(&self.pending);
+        self.pending.clear();
+        sent
     }
 
     /// Why no valid header block was sent, if none was.
@@ -287,26 +291,28 @@ impl<S: ReplySink> ResponseWriter<S> {
         }
     }
 
-    /// Sends what is left and ends the request with `app_status`.
-    pub fn end(mut self, app_status: u32) {
-        let stdout = self.pending.split().freeze();
-        let _ = self.sink.send(Reply::End { stdout, app_status });
+    /// Ends the request with `app_status`; what is left goes with the end.
+    pub fn end(mut self, app_status: u32) -> Ending {
+        Ending::Complete {
+            tail: self.pending.split().freeze(),
+            app_status,
+        }
     }
 
-    /// Sends what is left, then breaks the response off (see
-    /// [`ReplySink::cut`]).
-    pub fn cut(mut self) {
-        if self.flush().is_ok() {
-            let _ = self.sink.cut();
-        }
+    /// Sends what is left, then breaks the response off (see [`Ending::Cut`]).
+    pub fn cut(mut self) -> Ending {
+        let _ = self.flush();
+        Ending::Cut
     }
 
     /// Replaces whatever the guest wrote with the gateway's own page. Only
     /// valid while no header block has gone out.
-    pub fn end_with_error(mut self, code: u16, app_status: u32) {
+    pub fn end_with_error(self, code: u16, app_status: u32) -> Ending {
         debug_assert!(self.head_error().is_some());
-        let stdout = error_page(code);
-        let _ = self.sink.send(Reply::End { stdout, app_status });
+        Ending::Complete {
+            tail: error_page(code),
+            app_status,
+        }
     }
 }
 
@@ -420,36 +426,33 @@ mod tests {
         assert_eq!(norm(b""), Err(HeadError::Empty));
     }
 
-    /// Collects replies in a shared list.
-    #[derive(Clone, Default)]
-    struct Collect(std::sync::Arc<std::sync::Mutex<Vec<Reply>>>);
+    /// Collects what is sent.
+    #[derive(Default)]
+    struct Collect(Vec<u8>);
 
-    impl ReplySink for Collect {
-        fn send(&mut self, reply: Reply) -> io::Result<()> {
-            self.0.lock().unwrap().push(reply);
-            Ok(())
-        }
-        fn cut(&mut self) -> io::Result<()> {
+    impl Sink for &mut Collect {
+        fn send(&mut self, data: &[u8]) -> io::Result<()> {
+            self.0.extend_from_slice(data);
             Ok(())
         }
     }
 
     fn run_writer(chunks: &[&[u8]], head_only: bool) -> (Vec<u8>, Option<HeadError>) {
-        let replies = Collect::default();
-        let mut w = ResponseWriter::new(replies.clone(), head_only);
+        let mut sent = Collect::default();
+        let mut w = ResponseWriter::new(&mut sent, head_only);
         for c in chunks {
             let _ = w.write(c);
         }
         let err = w.head_error();
-        if err.is_none() {
-            w.end(0);
-        }
-        let mut out = Vec::new();
-        for reply in replies.0.lock().unwrap().drain(..) {
-            match reply {
-                Reply::Stdout(b) | Reply::End { stdout: b, .. } => out.extend_from_slice(&b),
-            }
-        }
+        let tail = match err {
+            None => match w.end(0) {
+                Ending::Complete { tail, .. } => tail,
+                Ending::Cut => unreachable!(),
+            },
+            Some(_) => Bytes::new(),
+        };
+        let mut out = sent.0;
+        out.extend_from_slice(&tail);
         (out, err)
     }
 

@@ -51,41 +51,11 @@ impl App {
     }
 }
 
-/// Where a request goes, decided without touching the filesystem.
+/// Where a request goes.
 pub enum Route {
-    /// The `[[app]]` of this name.
-    App(Arc<str>),
+    App(Arc<App>),
     CgiBin,
     NotFound,
-}
-
-/// The routes of the apps, longest first, and whether a `[cgi_bin]` takes
-/// the rest: what the daemon needs to direct a request to a worker, without
-/// the compiled programs.
-pub struct Routes {
-    apps: Vec<(String, Arc<str>)>,
-    cgi_bin: bool,
-}
-
-impl Routes {
-    /// Picks the app for `vars`, splitting SCRIPT_NAME/PATH_INFO at its route.
-    pub fn route(&self, vars: &mut MetaVars) -> Route {
-        let script = vars.get("SCRIPT_NAME").unwrap_or(b"");
-        for (route, name) in &self.apps {
-            let rest = match script.strip_prefix(route.as_bytes()) {
-                Some(_) if route == "/" => &b""[..],
-                Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
-                _ => continue,
-            };
-            if vars.get("PATH_INFO").is_none() && !rest.is_empty() {
-                let rest = bytes::Bytes::copy_from_slice(rest);
-                vars.set("PATH_INFO", rest);
-                vars.set("SCRIPT_NAME", route.clone());
-            }
-            return Route::App(name.clone());
-        }
-        if self.cgi_bin { Route::CgiBin } else { Route::NotFound }
-    }
 }
 
 /// Why a `[cgi_bin]` request is not run: the HTTP status to answer with.
@@ -130,28 +100,30 @@ impl Router {
         self.apps.len() + self.cgi_bin.as_ref().map_or(0, CgiBin::cached)
     }
 
-    /// The routes, for the daemon.
-    pub fn routes(&self) -> Routes {
-        Routes {
-            apps: self
-                .apps
-                .iter()
-                .map(|(route, app)| (route.clone(), app.name.clone()))
-                .collect(),
-            cgi_bin: self.cgi_bin.is_some(),
+    /// Picks the app for `vars`, splitting SCRIPT_NAME/PATH_INFO at its route.
+    pub fn route(&self, vars: &mut MetaVars) -> Route {
+        let script = vars.get("SCRIPT_NAME").unwrap_or(b"");
+        for (route, app) in &self.apps {
+            let rest = match script.strip_prefix(route.as_bytes()) {
+                Some(_) if route == "/" => &b""[..],
+                Some(rest) if rest.is_empty() || rest.starts_with(b"/") => rest,
+                _ => continue,
+            };
+            if vars.get("PATH_INFO").is_none() && !rest.is_empty() {
+                let rest = bytes::Bytes::copy_from_slice(rest);
+                vars.set("PATH_INFO", rest);
+                vars.set("SCRIPT_NAME", route.clone());
+            }
+            return Route::App(app.clone());
+        }
+        if self.cgi_bin.is_some() {
+            Route::CgiBin
+        } else {
+            Route::NotFound
         }
     }
 
-    /// The `[[app]]` called `name`.
-    pub fn app(&self, name: &str) -> Option<Arc<App>> {
-        self.apps
-            .iter()
-            .find(|(_, app)| &*app.name == name)
-            .map(|(_, app)| app.clone())
-    }
-
     /// Resolves a [`Route::CgiBin`] request, loading its module if needed.
-    /// Touches the filesystem: call it off the async reactor.
     pub fn resolve_cgi_bin(&self, engine: &Engine, vars: &mut MetaVars) -> Result<Arc<App>, Refusal> {
         self.cgi_bin.as_ref().ok_or(Refusal::NotFound)?.resolve(engine, vars)
     }

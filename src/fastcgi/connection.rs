@@ -1,24 +1,28 @@
 //! One FastCGI connection: the responder state machine of FastCGI 1.0 §5–§6.
 //!
-//! A connection carries one request at a time. STDIN flows to the handler
-//! through a bounded channel: when it is full the connection stops reading
-//! the socket, so the web server waits instead of the daemon buffering the
-//! body. Replies flow back through a bounded channel the same way.
+//! A connection carries one request at a time. Its body (STDIN, §5.3) goes
+//! to the request's [`Job`] as it arrives, so the connection reads no faster
+//! than the job takes it. When the body is complete the job runs, right here
+//! on the connection's thread, and writes its response through [`Stdout`].
+//! Nothing is read while it runs: records that arrive meanwhile are handled
+//! after the request ends, so a BEGIN_REQUEST pipelined behind a running
+//! request is served after it (the non-multiplexing answer conformance 9.5
+//! #66 allows). The worker's watchdog notices an abort or a hang-up during a
+//! long run without reading (see `cgi::watchdog`).
 
+use std::os::fd::OwnedFd;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
-use tokio::sync::mpsc;
+use tokio::sync::watch;
 
 use super::params::{Params, put_pair};
-use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type};
+use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type, scan_for_abort};
+use super::stdout::{Ending, Stdout};
 use super::{Error, KEEP_CONN, ROLE_RESPONDER, kind, status};
 
-/// STDIN records queued for a handler before the connection stops reading.
-const STDIN_QUEUE: usize = 8;
-/// Reply bytes gathered into one write before it is issued.
-const WRITE_BATCH: usize = 256 * 1024;
 /// How long a closing connection waits for the peer's remaining bytes, so that
 /// closing with unread input cannot reset the tail of the response (§3.5).
 const LINGER: Duration = Duration::from_secs(2);
@@ -40,57 +44,45 @@ pub struct Caps {
     pub max_params: usize,
 }
 
-/// A request whose PARAMS are complete. `stdin` yields the STDIN stream's
-/// chunks and ends at its empty record, or early if the request is aborted.
-#[derive(Debug)]
-pub struct Request {
-    pub params: Params,
-    pub stdin: mpsc::Receiver<Bytes>,
+/// What a request becomes once its PARAMS are complete.
+pub enum Start<J> {
+    /// A complete response, known at once (an error page): sent as STDOUT
+    /// with appStatus 0, whatever STDIN still brings is ignored.
+    Respond(Bytes),
+    /// A job that takes the body, then runs.
+    Run(J),
 }
 
-/// The handler's answer to a [`Request`].
-#[derive(Debug)]
-pub enum Response {
-    /// Known at once: written as STDOUT, then END_REQUEST.
-    Complete { stdout: Bytes, app_status: u32 },
-    /// Produced elsewhere, reply by reply, ending with [`Reply::End`]. A channel
-    /// that closes without `End` closes the connection, so a failure mid-way
-    /// is never passed off as a complete response.
-    Streaming(mpsc::Receiver<Reply>),
+/// What runs requests.
+pub trait Handler {
+    type Job: Job;
+    fn start(&self, params: Params) -> Start<Self::Job>;
+    /// The complete response for a request whose PARAMS exceed [`Caps`].
+    fn params_too_large(&self) -> Bytes;
 }
 
-#[derive(Debug)]
-pub enum Reply {
-    Stdout(Bytes),
-    /// The last STDOUT bytes (possibly none) and the request's end, in one
-    /// message so that a short response costs one wake-up and one write.
-    End {
-        stdout: Bytes,
-        app_status: u32,
-    },
-}
-
-/// What runs requests. `start` is called on the connection's task and must
-/// not block.
-pub trait Handler: Send + Sync + 'static {
-    fn start(&self, request: Request) -> Response;
-    /// The answer for a request whose PARAMS exceed [`Caps`].
-    fn params_too_large(&self) -> Response;
+/// One request's work.
+pub trait Job {
+    /// Takes the next chunk of the body. `Err` carries a complete response
+    /// to send instead of running (the body is too large, say).
+    fn stdin(&mut self, chunk: Bytes) -> Result<(), Bytes>;
+    /// Runs, once the body is complete, writing to `out`; blocks the thread.
+    fn run(self, out: Stdout) -> Ending;
 }
 
 /// The request this connection is serving.
-struct Current {
+struct Current<J> {
     id: u16,
     keep_conn: bool,
-    /// The PARAMS stream while it is being received; `None` once the request
-    /// has started. `oversized` once it passed the caps: the rest is dropped.
+    /// The PARAMS stream while it is being received. `oversized` once it
+    /// passed the caps: the rest is dropped.
     params: Option<BytesMut>,
     oversized: bool,
-    /// The empty STDIN record arrived: the peer has sent the whole request.
-    input_ended: bool,
+    /// Set when PARAMS end; the job's body is still arriving.
+    job: Option<J>,
 }
 
-/// What the connection does after an event.
+/// What the connection does after a record.
 enum Next {
     Continue,
     /// A request without FCGI_KEEP_CONN ended: close, first reading what the
@@ -98,16 +90,26 @@ enum Next {
     Close {
         linger: bool,
     },
-    /// Close at once (the peer left, or the response broke off).
+    /// Close at once: the response broke off.
     Drop,
 }
 
 /// Serves FastCGI requests from `reader`/`writer` until the peer closes, a
-/// request without FCGI_KEEP_CONN ends, or the peer breaks the protocol.
-pub async fn serve<R, W>(reader: R, writer: W, handler: &dyn Handler, caps: &Caps) -> Result<(), Error>
+/// request without FCGI_KEEP_CONN ends, the peer breaks the protocol, or
+/// `stop` turns true while no request is in progress. `socket` is the
+/// connection's socket, which jobs write to directly.
+pub async fn serve<R, W, H>(
+    reader: R,
+    writer: W,
+    socket: OwnedFd,
+    handler: &H,
+    caps: &Caps,
+    mut stop: watch::Receiver<bool>,
+) -> Result<(), Error>
 where
     R: AsyncRead + Unpin,
     W: AsyncWrite + Unpin,
+    H: Handler,
 {
     let mut conn = Connection {
         reader: RecordReader::new(reader),
@@ -115,93 +117,43 @@ where
             writer,
             buf: BytesMut::new(),
         },
+        socket: Arc::new(socket),
         handler,
         caps,
         current: None,
-        stdin: None,
-        pending_stdin: None,
-        replies: None,
-        deferred: None,
     };
     loop {
-        let next = tokio::select! {
-            biased;
-            reply = next_reply(&mut conn.replies) => conn.on_reply(reply).await?,
-            permit = reserve(&conn.stdin), if conn.pending_stdin.is_some() => conn.on_stdin_room(permit),
-            record = next_record(&mut conn.reader, &mut conn.deferred), if conn.reading() => match record? {
-                Some(record) => conn.on_record(record).await?,
-                None => Next::Drop,
-            },
+        let record = if conn.current.is_none() {
+            // Idle: a stop closes the connection; nothing is lost.
+            tokio::select! {
+                biased;
+                _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                record = conn.reader.next() => record?,
+            }
+        } else {
+            conn.reader.next().await?
         };
-        match next {
+        let Some(record) = record else {
+            return Ok(());
+        };
+        match conn.on_record(record).await? {
             Next::Continue => {}
             Next::Close { linger } => return conn.out.close(conn.reader, linger).await,
-            // Dropping the channels cancels a running request.
             Next::Drop => return Ok(()),
         }
     }
 }
 
-struct Connection<'a, R, W> {
+struct Connection<'a, R, W, H: Handler> {
     reader: RecordReader<R>,
     out: Output<W>,
-    handler: &'a dyn Handler,
+    socket: Arc<OwnedFd>,
+    handler: &'a H,
     caps: &'a Caps,
-    current: Option<Current>,
-    // Channels of the running request; `None` when there is none, or when
-    // that direction has finished.
-    stdin: Option<mpsc::Sender<Bytes>>,
-    /// A STDIN chunk waiting for room in the handler's queue; reading pauses
-    /// meanwhile.
-    pending_stdin: Option<Bytes>,
-    replies: Option<mpsc::Receiver<Reply>>,
-    /// A pipelined BEGIN_REQUEST reusing the current id, held until the
-    /// current request ends; reading pauses meanwhile.
-    deferred: Option<Record>,
+    current: Option<Current<H::Job>>,
 }
 
-impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
-    fn reading(&self) -> bool {
-        self.pending_stdin.is_none() && (self.deferred.is_none() || self.current.is_none())
-    }
-
-    async fn on_reply(&mut self, reply: Option<Reply>) -> Result<Next, Error> {
-        let id = self.current.as_ref().expect("replies belong to the current request").id;
-        let Some(reply) = reply else {
-            tracing::warn!("response ended without END_REQUEST; closing the connection");
-            self.out.flush().await?;
-            return Ok(Next::Drop);
-        };
-        let ended = self.out.put_reply(id, reply, self.replies.as_mut());
-        self.out.flush().await?;
-        Ok(if ended { self.end_request() } else { Next::Continue })
-    }
-
-    /// The current request is over: forget it and its channels.
-    fn end_request(&mut self) -> Next {
-        let (keep_conn, input_ended) = self
-            .current
-            .take()
-            .map_or((false, false), |c| (c.keep_conn, c.input_ended));
-        (self.stdin, self.pending_stdin, self.replies) = (None, None, None);
-        if keep_conn {
-            Next::Continue
-        } else {
-            Next::Close { linger: !input_ended }
-        }
-    }
-
-    fn on_stdin_room(&mut self, permit: Option<mpsc::OwnedPermit<Bytes>>) -> Next {
-        match permit {
-            Some(permit) => {
-                permit.send(self.pending_stdin.take().expect("guarded"));
-            }
-            // The handler stopped reading its body: drop the rest.
-            None => (self.stdin, self.pending_stdin) = (None, None),
-        }
-        Next::Continue
-    }
-
+impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, H: Handler> Connection<'_, R, W, H> {
     async fn on_record(&mut self, record: Record) -> Result<Next, Error> {
         if record.id == 0 {
             management(&mut self.out, record, self.caps)?;
@@ -217,24 +169,25 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
             kind::BEGIN_REQUEST => self.on_begin(record).await,
             kind::PARAMS if active => self.on_params(record).await,
             kind::STDIN if active => {
-                if self.current.as_ref().is_some_and(|c| c.params.is_some()) {
+                let cur = self.current.as_mut().expect("active");
+                let Some(job) = cur.job.as_mut() else {
+                    // STDIN before the PARAMS ended.
                     return Err(unexpected);
-                }
+                };
                 if record.content.is_empty() {
-                    self.current.as_mut().expect("active").input_ended = true;
+                    let job = cur.job.take().expect("checked");
+                    return self.run(job).await;
                 }
-                self.on_stdin(record.content);
-                Ok(Next::Continue)
+                match job.stdin(record.content) {
+                    Ok(()) => Ok(Next::Continue),
+                    Err(stdout) => self.respond(stdout, 0, false).await,
+                }
             }
             kind::ABORT_REQUEST if active => {
-                put_end_request(
-                    &mut self.out.buf,
-                    record.id,
-                    ABORTED_APP_STATUS,
-                    status::REQUEST_COMPLETE,
-                );
+                let id = record.id;
+                put_end_request(&mut self.out.buf, id, ABORTED_APP_STATUS, status::REQUEST_COMPLETE);
                 self.out.flush().await?;
-                Ok(self.end_request())
+                Ok(self.end_request(false))
             }
             // DATA (a Filter's stream), and the application's own record
             // types, have no place in a Responder's request.
@@ -249,17 +202,12 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
         let (role, flags) = begin_body(&record)?;
         let keep_conn = flags & KEEP_CONN != 0;
         match &self.current {
+            // The same id again before its request's input ended: nonsense.
             Some(cur) if cur.id == record.id => {
-                // Pipelined after a complete request: served after it.
-                // Before the request's input ended, it is nonsense.
-                if cur.params.is_some() || self.stdin.is_some() {
-                    return Err(Error::Unexpected {
-                        kind: record.kind,
-                        id: record.id,
-                    });
-                }
-                self.deferred = Some(record);
-                return Ok(Next::Continue);
+                return Err(Error::Unexpected {
+                    kind: record.kind,
+                    id: record.id,
+                });
             }
             Some(_) => put_end_request(&mut self.out.buf, record.id, 0, status::CANT_MPX_CONN),
             None if role != ROLE_RESPONDER => {
@@ -275,7 +223,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
                     keep_conn,
                     params: Some(BytesMut::new()),
                     oversized: false,
-                    input_ended: false,
+                    job: None,
                 })
             }
         }
@@ -315,61 +263,56 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin> Connection<'_, R, W> {
                 Err(e) => return Err(e.into()),
             },
         };
-        let response = match params {
-            Some(params) => {
-                let (tx, rx) = mpsc::channel(STDIN_QUEUE);
-                self.stdin = Some(tx);
-                self.handler.start(Request { params, stdin: rx })
-            }
-            None => self.handler.params_too_large(),
+        let start = match params {
+            Some(params) => self.handler.start(params),
+            None => Start::Respond(self.handler.params_too_large()),
         };
-        match response {
-            Response::Streaming(rx) => {
-                self.replies = Some(rx);
+        match start {
+            Start::Run(job) => {
+                cur.job = Some(job);
                 Ok(Next::Continue)
             }
-            Response::Complete { stdout, app_status } => {
-                let id = cur.id;
-                self.out.put_reply(id, Reply::End { stdout, app_status }, None);
-                self.out.flush().await?;
-                Ok(self.end_request())
-            }
+            Start::Respond(stdout) => self.respond(stdout, 0, false).await,
         }
     }
 
-    /// Passes a STDIN chunk on; the empty record ends the stream (§5.3).
-    fn on_stdin(&mut self, content: Bytes) {
-        if content.is_empty() {
-            self.stdin = None;
-        } else if let Some(tx) = &self.stdin {
-            match tx.try_send(content) {
-                Ok(()) => {}
-                Err(mpsc::error::TrySendError::Full(chunk)) => self.pending_stdin = Some(chunk),
-                Err(mpsc::error::TrySendError::Closed(_)) => self.stdin = None,
-            }
+    /// Runs the current request's job, its body complete.
+    async fn run(&mut self, job: H::Job) -> Result<Next, Error> {
+        let id = self.current.as_ref().expect("running").id;
+        // Records read along with the body's end are not in the socket any
+        // more, where the watchdog looks for an abort: look here first.
+        let buffered = self.reader.buffered();
+        let (aborted, walked) = scan_for_abort(buffered, id);
+        if aborted {
+            return self.respond(Bytes::new(), ABORTED_APP_STATUS, true).await;
+        }
+        let aligned = walked == buffered.len();
+        match job.run(Stdout::new(id, self.socket.clone(), aligned)) {
+            Ending::Complete { tail, app_status } => self.respond(tail, app_status, true).await,
+            Ending::Cut => Ok(Next::Drop),
         }
     }
-}
 
-async fn next_record<R: AsyncRead + Unpin>(
-    reader: &mut RecordReader<R>,
-    deferred: &mut Option<Record>,
-) -> Result<Option<Record>, Error> {
-    match deferred.take() {
-        Some(record) => Ok(Some(record)),
-        None => reader.next().await,
+    /// Sends the last of the current request's STDOUT and ends it (§5.5).
+    async fn respond(&mut self, stdout: Bytes, app_status: u32, input_ended: bool) -> Result<Next, Error> {
+        let id = self.current.as_ref().expect("responding").id;
+        let buf = &mut self.out.buf;
+        put_stream(buf, kind::STDOUT, id, &stdout);
+        put_record(buf, kind::STDOUT, id, &[]);
+        put_end_request(buf, id, app_status, status::REQUEST_COMPLETE);
+        self.out.flush().await?;
+        Ok(self.end_request(input_ended))
     }
-}
 
-async fn next_reply(replies: &mut Option<mpsc::Receiver<Reply>>) -> Option<Reply> {
-    match replies {
-        Some(rx) => rx.recv().await,
-        None => std::future::pending().await,
+    /// The current request is over: forget it.
+    fn end_request(&mut self, input_ended: bool) -> Next {
+        let keep_conn = self.current.take().is_some_and(|c| c.keep_conn);
+        if keep_conn {
+            Next::Continue
+        } else {
+            Next::Close { linger: !input_ended }
+        }
     }
-}
-
-async fn reserve(stdin: &Option<mpsc::Sender<Bytes>>) -> Option<mpsc::OwnedPermit<Bytes>> {
-    stdin.clone()?.reserve_owned().await.ok()
 }
 
 /// Decodes BEGIN_REQUEST's body (§5.1) into role and flags.
@@ -414,29 +357,6 @@ struct Output<W> {
 }
 
 impl<W: AsyncWrite + Unpin> Output<W> {
-    /// Frames `reply`, and any further replies already queued in `more`, into
-    /// the buffer. Returns whether the request ended.
-    fn put_reply(&mut self, id: u16, mut reply: Reply, mut more: Option<&mut mpsc::Receiver<Reply>>) -> bool {
-        loop {
-            match reply {
-                Reply::Stdout(data) => put_stream(&mut self.buf, kind::STDOUT, id, &data),
-                Reply::End { stdout, app_status } => {
-                    put_stream(&mut self.buf, kind::STDOUT, id, &stdout);
-                    put_record(&mut self.buf, kind::STDOUT, id, &[]);
-                    put_end_request(&mut self.buf, id, app_status, status::REQUEST_COMPLETE);
-                    return true;
-                }
-            }
-            if self.buf.len() >= WRITE_BATCH {
-                return false;
-            }
-            match more.as_mut().map(|rx| rx.try_recv()) {
-                Some(Ok(next)) => reply = next,
-                _ => return false,
-            }
-        }
-    }
-
     async fn flush(&mut self) -> Result<(), Error> {
         if !self.buf.is_empty() {
             self.writer.write_all(&self.buf).await?;
@@ -463,15 +383,13 @@ mod tests {
     //! The connection speaking raw records to a test handler, in process.
     //! Each of tokio-fastcgi 1.3.0's measured defects has a test here.
 
-    use std::sync::Arc;
+    use std::os::fd::AsFd;
     use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::time::Duration;
+    use std::sync::{Arc, Mutex};
 
-    use bytes::{Bytes, BytesMut};
-    use tokio::io::{AsyncReadExt, AsyncWriteExt, DuplexStream};
-    use tokio::sync::{Notify, mpsc};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use tokio::net::UnixStream;
 
-    use super::super::params::put_pair;
     use super::super::record::{RecordReader, put_record};
     use super::*;
 
@@ -483,58 +401,97 @@ mod tests {
     };
 
     /// Answers with its params (`name=value` lines) and the length and
-    /// checksum of its body. With `hold`, it reads no body until notified.
+    /// checksum of its body, after `output` bytes of `z` sent through
+    /// [`Stdout`]. Refuses bodies over `max_body` bytes.
     #[derive(Default)]
     struct Echo {
-        hold: Option<Arc<Notify>>,
+        output: usize,
+        max_body: Option<usize>,
+        /// Chunks received by any job so far.
+        chunks: Arc<AtomicUsize>,
+        /// Ids of the requests run, in order.
+        runs: Arc<Mutex<Vec<String>>>,
+    }
+
+    struct EchoJob {
+        text: String,
+        len: usize,
+        sum: u64,
+        output: usize,
+        max_body: Option<usize>,
+        chunks: Arc<AtomicUsize>,
+        runs: Arc<Mutex<Vec<String>>>,
     }
 
     impl Handler for Echo {
-        fn start(&self, mut request: Request) -> Response {
-            let (tx, rx) = mpsc::channel(4);
-            let hold = self.hold.clone();
-            tokio::spawn(async move {
-                if let Some(hold) = hold {
-                    hold.notified().await;
-                }
-                let mut out = String::new();
-                for (n, v) in request.params.iter() {
-                    out += &format!("{}={}\n", String::from_utf8_lossy(n), String::from_utf8_lossy(v));
-                }
-                let (mut len, mut sum) = (0usize, 0u64);
-                while let Some(chunk) = request.stdin.recv().await {
-                    len += chunk.len();
-                    sum = chunk
-                        .iter()
-                        .fold(sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
-                }
-                out += &format!("stdin {len} {sum}\n");
-                let _ = tx
-                    .send(Reply::End {
-                        stdout: Bytes::from(out),
-                        app_status: 7,
-                    })
-                    .await;
-            });
-            Response::Streaming(rx)
+        type Job = EchoJob;
+
+        fn start(&self, params: Params) -> Start<EchoJob> {
+            let mut text = String::new();
+            for (n, v) in params.iter() {
+                text += &format!("{}={}\n", String::from_utf8_lossy(n), String::from_utf8_lossy(v));
+            }
+            Start::Run(EchoJob {
+                text,
+                len: 0,
+                sum: 0,
+                output: self.output,
+                max_body: self.max_body,
+                chunks: self.chunks.clone(),
+                runs: self.runs.clone(),
+            })
         }
 
-        fn params_too_large(&self) -> Response {
-            Response::Complete {
-                stdout: Bytes::from_static(b"too large"),
-                app_status: 431,
+        fn params_too_large(&self) -> Bytes {
+            Bytes::from_static(b"too large")
+        }
+    }
+
+    impl Job for EchoJob {
+        fn stdin(&mut self, chunk: Bytes) -> Result<(), Bytes> {
+            self.chunks.fetch_add(1, Ordering::SeqCst);
+            self.len += chunk.len();
+            if self.max_body.is_some_and(|max| self.len > max) {
+                return Err(Bytes::from_static(b"body too large"));
+            }
+            self.sum = chunk
+                .iter()
+                .fold(self.sum, |s, &b| s.wrapping_mul(31).wrapping_add(u64::from(b)));
+            Ok(())
+        }
+
+        fn run(self, mut out: Stdout) -> Ending {
+            self.runs.lock().unwrap().push(self.text.clone());
+            if self.output > 0 && out.send(&vec![b'z'; self.output]).is_err() {
+                return Ending::Cut;
+            }
+            Ending::Complete {
+                tail: Bytes::from(format!("{}stdin {} {}\n", self.text, self.len, self.sum)),
+                app_status: 7,
             }
         }
     }
 
-    fn start(handler: Echo) -> (DuplexStream, tokio::task::JoinHandle<Result<(), Error>>) {
-        let (client, server) = tokio::io::duplex(64 * 1024);
-        let handler = Arc::new(handler);
+    struct Server {
+        task: tokio::task::JoinHandle<Result<(), Error>>,
+        stop: watch::Sender<bool>,
+    }
+
+    fn start(handler: Echo) -> (UnixStream, Server) {
+        let (client, server) = UnixStream::pair().unwrap();
+        let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let (r, w) = tokio::io::split(server);
-            serve(r, w, &*handler, &CAPS).await
+            let socket = server.as_fd().try_clone_to_owned().unwrap();
+            let (r, w) = server.into_split();
+            serve(r, w, socket, &handler, &CAPS, stopped).await
         });
-        (client, task)
+        (client, Server { task, stop })
+    }
+
+    impl Server {
+        async fn result(self) -> Result<(), Error> {
+            self.task.await.unwrap()
+        }
     }
 
     fn rec(kind: u8, id: u16, content: &[u8]) -> Vec<u8> {
@@ -556,13 +513,19 @@ mod tests {
         out.to_vec()
     }
 
-    /// A whole request: BEGIN, PARAMS, empty PARAMS, STDIN, empty STDIN.
-    fn request(id: u16, flags: u8, params: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+    /// BEGIN, PARAMS and the empty PARAMS: a request waiting for its body.
+    fn head(id: u16, flags: u8, params: &[(&[u8], &[u8])]) -> Vec<u8> {
         let mut out = begin(id, ROLE_RESPONDER, flags);
         if !params.is_empty() {
             out.extend(rec(kind::PARAMS, id, &pairs(params)));
         }
         out.extend(rec(kind::PARAMS, id, &[]));
+        out
+    }
+
+    /// A whole request: BEGIN, PARAMS, empty PARAMS, STDIN, empty STDIN.
+    fn request(id: u16, flags: u8, params: &[(&[u8], &[u8])], body: &[u8]) -> Vec<u8> {
+        let mut out = head(id, flags, params);
         for chunk in body.chunks(65535) {
             out.extend(rec(kind::STDIN, id, chunk));
         }
@@ -571,13 +534,16 @@ mod tests {
     }
 
     /// Reads records until END_REQUEST for `id`: (stdout, appStatus, protocolStatus).
-    async fn response(reader: &mut RecordReader<&mut DuplexStream>, id: u16) -> (Vec<u8>, u32, u8) {
+    async fn response(reader: &mut RecordReader<&mut UnixStream>, id: u16) -> (Vec<u8>, u32, u8) {
         let mut stdout = Vec::new();
         loop {
             let r = reader.next().await.unwrap().expect("END_REQUEST before EOF");
             assert_eq!(r.id, id, "record for another request: {r:?}");
             match r.kind {
-                kind::STDOUT => stdout.extend_from_slice(&r.content),
+                kind::STDOUT => {
+                    assert!(r.content.len() <= 65535);
+                    stdout.extend_from_slice(&r.content)
+                }
                 kind::END_REQUEST => {
                     let c = &r.content;
                     return (stdout, u32::from_be_bytes([c[0], c[1], c[2], c[3]]), c[4]);
@@ -587,7 +553,7 @@ mod tests {
         }
     }
 
-    async fn at_eof(client: &mut DuplexStream) -> bool {
+    async fn at_eof(client: &mut UnixStream) -> bool {
         let mut buf = [0u8; 1];
         matches!(
             tokio::time::timeout(Duration::from_secs(5), client.read(&mut buf)).await,
@@ -597,7 +563,7 @@ mod tests {
 
     #[tokio::test]
     async fn serves_a_request_and_keeps_the_connection() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         client
             .write_all(&request(1, KEEP_CONN, &[(b"A", b"1")], b"hi"))
             .await
@@ -618,12 +584,12 @@ mod tests {
         }
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn without_keep_conn_the_server_closes_after_the_response() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         client.write_all(&request(65535, 0, &[], b"")).await.unwrap();
         let mut reader = RecordReader::new(&mut client);
         let (_, app, _) = response(&mut reader, 65535).await;
@@ -631,28 +597,28 @@ mod tests {
         assert!(reader.next().await.unwrap().is_none());
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     // tokio-fastcgi: panics on a BEGIN_REQUEST with no content.
     #[tokio::test]
     async fn begin_request_without_content_closes_the_connection() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         client.write_all(&rec(kind::BEGIN_REQUEST, 1, &[])).await.unwrap();
         assert!(at_eof(&mut client).await);
-        assert!(matches!(task.await.unwrap(), Err(Error::BadBeginRequest(0))));
+        assert!(matches!(server.result().await, Err(Error::BadBeginRequest(0))));
     }
 
     // tokio-fastcgi: allocates 2 GiB when a name length claims 0x7fffffff.
     #[tokio::test]
     async fn a_param_length_of_2_gib_closes_the_connection() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         let mut bytes = begin(1, ROLE_RESPONDER, 0);
         bytes.extend(rec(kind::PARAMS, 1, &[0xff, 0xff, 0xff, 0xff, 0x01, b'a', b'b']));
         bytes.extend(rec(kind::PARAMS, 1, &[]));
         client.write_all(&bytes).await.unwrap();
         assert!(at_eof(&mut client).await);
-        assert!(matches!(task.await.unwrap(), Err(Error::Params(_))));
+        assert!(matches!(server.result().await, Err(Error::Params(_))));
     }
 
     // tokio-fastcgi: drops the connection when a pair spans two PARAMS records.
@@ -662,7 +628,7 @@ mod tests {
         let stream = pairs(&[(b"SPLIT_NAME", &value), (b"Z", b"z")]);
         // An empty record would end the stream, so cuts start at 1.
         for cut in 1..stream.len() {
-            let (mut client, task) = start(Echo::default());
+            let (mut client, server) = start(Echo::default());
             let mut bytes = begin(1, ROLE_RESPONDER, 0);
             bytes.extend(rec(kind::PARAMS, 1, &stream[..cut]));
             bytes.extend(rec(kind::PARAMS, 1, &stream[cut..]));
@@ -673,14 +639,14 @@ mod tests {
             let want = format!("SPLIT_NAME={}\nZ=z\nstdin 0 0\n", "v".repeat(300));
             assert_eq!(String::from_utf8(out).unwrap(), want, "cut at {cut}");
             drop(client);
-            task.await.unwrap().unwrap();
+            server.result().await.unwrap();
         }
     }
 
     // tokio-fastcgi: closes instead of answering FCGI_UNKNOWN_ROLE.
     #[tokio::test]
     async fn unknown_roles_get_unknown_role_and_the_connection_stays() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         let mut reader = RecordReader::new(&mut client);
         for role in [2, 3, 9] {
             reader.io_mut().write_all(&begin(1, role, KEEP_CONN)).await.unwrap();
@@ -692,13 +658,13 @@ mod tests {
         assert_eq!(response(&mut reader, 1).await.2, status::REQUEST_COMPLETE);
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     // tokio-fastcgi: lowercases every param name.
     #[tokio::test]
     async fn param_names_keep_their_case() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         client
             .write_all(&request(
                 1,
@@ -714,71 +680,61 @@ mod tests {
             "Script_Filename=/X\nHTTP_X_UPPER=Y\nstdin 0 0\n"
         );
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
-    // tokio-fastcgi: buffers STDIN without limit.
+    // tokio-fastcgi: buffers STDIN without limit. Here each chunk reaches the
+    // job as it arrives, before the rest of the body is even sent.
     #[tokio::test]
-    async fn stdin_waits_for_the_handler_instead_of_piling_up() {
-        let hold = Arc::new(Notify::new());
-        let (client, task) = start(Echo {
-            hold: Some(hold.clone()),
-        });
-        let (mut rd, mut wr) = tokio::io::split(client);
-        let sent = Arc::new(AtomicUsize::new(0));
-        const BODY: usize = 16 << 20;
-        let writer = {
-            let sent = sent.clone();
-            tokio::spawn(async move {
-                let mut head = begin(1, ROLE_RESPONDER, 0);
-                head.extend(rec(kind::PARAMS, 1, &[]));
-                wr.write_all(&head).await.unwrap();
-                let chunk = rec(kind::STDIN, 1, &[0xab; 65528]);
-                while sent.load(Ordering::SeqCst) < BODY {
-                    wr.write_all(&chunk).await.unwrap();
-                    sent.fetch_add(65528, Ordering::SeqCst);
-                }
-                wr.write_all(&rec(kind::STDIN, 1, &[])).await.unwrap();
-                wr
-            })
-        };
-        tokio::time::sleep(Duration::from_millis(300)).await;
-        // Queue (8 records) + read buffer + the pipe's 64 KiB: well under 1 MiB.
-        let stalled_at = sent.load(Ordering::SeqCst);
-        assert!(
-            stalled_at < 1 << 20,
-            "the connection took {stalled_at} bytes of an unread body"
-        );
-        hold.notify_one();
-        let _wr = writer.await.unwrap();
-        let mut buf = Vec::new();
-        let mut reader = RecordReader::new(&mut rd);
-        while let Some(r) = reader.next().await.unwrap() {
-            if r.kind == kind::STDOUT {
-                buf.extend_from_slice(&r.content);
-            }
-            if r.kind == kind::END_REQUEST {
-                break;
-            }
+    async fn the_body_reaches_the_job_chunk_by_chunk_as_it_arrives() {
+        let echo = Echo::default();
+        let chunks = echo.chunks.clone();
+        let (mut client, server) = start(echo);
+        let mut bytes = head(1, 0, &[]);
+        bytes.extend(rec(kind::STDIN, 1, b"first"));
+        client.write_all(&bytes).await.unwrap();
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while chunks.load(Ordering::SeqCst) == 0 {
+            assert!(tokio::time::Instant::now() < deadline, "the first chunk never arrived");
+            tokio::time::sleep(Duration::from_millis(5)).await;
         }
-        let text = String::from_utf8(buf).unwrap();
-        assert!(
-            text.starts_with(&format!("stdin {} ", BODY.div_ceil(65528) * 65528)),
-            "{text}"
-        );
+        let mut rest = rec(kind::STDIN, 1, b"second");
+        rest.extend(rec(kind::STDIN, 1, &[]));
+        client.write_all(&rest).await.unwrap();
+        let (out, _, _) = response(&mut RecordReader::new(&mut client), 1).await;
+        assert!(String::from_utf8(out).unwrap().starts_with("stdin 11 "));
+        assert_eq!(chunks.load(Ordering::SeqCst), 2);
+        drop(client);
+        server.result().await.unwrap();
+    }
+
+    /// A job that refuses its body is answered at once; the rest of the body
+    /// is ignored and the connection serves the next request.
+    #[tokio::test]
+    async fn a_refused_body_is_answered_at_once_and_the_rest_ignored() {
+        let (mut client, server) = start(Echo {
+            max_body: Some(4),
+            ..Echo::default()
+        });
+        let mut bytes = head(1, KEEP_CONN, &[]);
+        bytes.extend(rec(kind::STDIN, 1, b"too long"));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        assert_eq!(response(&mut reader, 1).await, (b"body too large".to_vec(), 0, 0));
+        let mut bytes = rec(kind::STDIN, 1, b"more of it");
+        bytes.extend(rec(kind::STDIN, 1, &[]));
+        bytes.extend(request(1, 0, &[], b"ok"));
+        reader.io_mut().write_all(&bytes).await.unwrap();
+        assert_eq!(response(&mut reader, 1).await.0, b"stdin 2 3548\n");
         drop(reader);
-        drop(rd);
-        drop(_wr);
-        task.await.unwrap().unwrap();
+        drop(client);
+        server.result().await.unwrap();
     }
 
     // tokio-fastcgi: advertises FCGI_MPXS_CONNS=1, then panics on concurrent writers.
     #[tokio::test]
     async fn get_values_tells_the_truth_and_a_second_request_is_refused() {
-        let hold = Arc::new(Notify::new());
-        let (mut client, task) = start(Echo {
-            hold: Some(hold.clone()),
-        });
+        let (mut client, server) = start(Echo::default());
         let mut reader = RecordReader::new(&mut client);
         let query = pairs(&[
             (b"FCGI_MPXS_CONNS", b""),
@@ -807,10 +763,11 @@ mod tests {
         .map(|(n, v)| (n.as_bytes().to_vec(), v.as_bytes().to_vec()))
         .collect();
         assert_eq!(got, want);
-        // Request 1 is running; request 2 must be refused, 1 unaffected.
+        // Request 1 is receiving its body; request 2 must be refused, 1
+        // unaffected.
         reader
             .io_mut()
-            .write_all(&request(1, KEEP_CONN, &[(b"R", b"1")], b""))
+            .write_all(&head(1, KEEP_CONN, &[(b"R", b"1")]))
             .await
             .unwrap();
         reader
@@ -830,17 +787,36 @@ mod tests {
             .await
             .unwrap();
         assert_eq!(reader.next().await.unwrap().unwrap().kind, kind::GET_VALUES_RESULT);
-        hold.notify_one();
+        reader.io_mut().write_all(&rec(kind::STDIN, 1, &[])).await.unwrap();
         let (out, _, _) = response(&mut reader, 1).await;
         assert_eq!(String::from_utf8(out).unwrap(), "R=1\nstdin 0 0\n");
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
+    }
+
+    /// A request with another id, sent in the same write as a complete one,
+    /// is read once the first has run: it is served after it, in order.
+    #[tokio::test]
+    async fn a_request_pipelined_behind_a_running_one_is_served_after_it() {
+        let echo = Echo::default();
+        let runs = echo.runs.clone();
+        let (mut client, server) = start(echo);
+        let mut bytes = request(1, KEEP_CONN, &[(b"N", b"1")], b"");
+        bytes.extend(request(2, 0, &[(b"N", b"2")], b""));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        assert_eq!(response(&mut reader, 1).await.0, b"N=1\nstdin 0 0\n");
+        assert_eq!(response(&mut reader, 2).await.0, b"N=2\nstdin 0 0\n");
+        assert_eq!(*runs.lock().unwrap(), ["N=1\n", "N=2\n"]);
+        drop(reader);
+        drop(client);
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn unknown_management_types_get_unknown_type() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         client.write_all(&rec(42, 0, b"whatever")).await.unwrap();
         let r = RecordReader::new(&mut client).next().await.unwrap().unwrap();
         assert_eq!(
@@ -848,12 +824,12 @@ mod tests {
             (kind::UNKNOWN_TYPE, 0, &[42, 0, 0, 0, 0, 0, 0, 0][..])
         );
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn padding_and_one_byte_writes_change_nothing() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         // Every record with 255 bytes of padding, written a byte at a time.
         let mut bytes = Vec::new();
         for (kind, content) in [
@@ -874,12 +850,12 @@ mod tests {
         let (out, _, _) = response(&mut RecordReader::new(&mut client), 1).await;
         assert_eq!(String::from_utf8(out).unwrap(), "P=q\nstdin 3 96354\n");
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn pipelined_requests_in_one_write_are_served_in_order() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         let mut bytes = request(1, KEEP_CONN, &[(b"N", b"1")], b"");
         bytes.extend(request(1, 0, &[(b"N", b"2")], b"xy"));
         client.write_all(&bytes).await.unwrap();
@@ -888,7 +864,7 @@ mod tests {
         assert_eq!(response(&mut reader, 1).await.0, b"N=2\nstdin 2 3841\n");
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
@@ -900,6 +876,8 @@ mod tests {
             begin(0, ROLE_RESPONDER, 0),
             // STDIN before the params ended.
             [begin(1, ROLE_RESPONDER, 0), rec(kind::STDIN, 1, b"x")].concat(),
+            // The same id begun again while its body is arriving.
+            [head(1, 0, &[]), begin(1, ROLE_RESPONDER, 0)].concat(),
             // DATA for a Responder.
             [
                 begin(1, ROLE_RESPONDER, 0),
@@ -916,16 +894,16 @@ mod tests {
             .concat(),
         ];
         for bytes in cases {
-            let (mut client, task) = start(Echo::default());
+            let (mut client, server) = start(Echo::default());
             client.write_all(&bytes).await.unwrap();
             assert!(at_eof(&mut client).await, "{bytes:?}");
-            assert!(task.await.unwrap().is_err(), "{bytes:?}");
+            assert!(server.result().await.is_err(), "{bytes:?}");
         }
     }
 
     #[tokio::test]
     async fn records_for_other_requests_are_ignored() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         let mut bytes = rec(kind::STDIN, 9, b"stray");
         bytes.extend(rec(kind::PARAMS, 9, &pairs(&[(b"S", b"s")])));
         bytes.extend(request(1, 0, &[(b"A", b"b")], b""));
@@ -935,15 +913,36 @@ mod tests {
             b"A=b\nstdin 0 0\n"
         );
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
+    }
+
+    /// An abort read together with the end of the body: the job never runs,
+    /// though the abort is no longer in the socket for the watchdog to see.
+    #[tokio::test]
+    async fn abort_behind_the_end_of_the_body_stops_the_run() {
+        let echo = Echo::default();
+        let runs = echo.runs.clone();
+        let (mut client, server) = start(echo);
+        let mut bytes = request(1, KEEP_CONN, &[(b"N", b"1")], b"body");
+        bytes.extend(rec(kind::ABORT_REQUEST, 1, &[]));
+        bytes.extend(request(2, 0, &[(b"N", b"2")], b""));
+        client.write_all(&bytes).await.unwrap();
+        let mut reader = RecordReader::new(&mut client);
+        assert_eq!(response(&mut reader, 1).await, (Vec::new(), ABORTED_APP_STATUS, 0));
+        assert_eq!(response(&mut reader, 2).await.0, b"N=2\nstdin 0 0\n");
+        assert_eq!(*runs.lock().unwrap(), ["N=2\n"]);
+        drop(reader);
+        drop(client);
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn abort_request_ends_the_request_at_once() {
-        let hold = Arc::new(Notify::new());
-        let (mut client, task) = start(Echo { hold: Some(hold) });
-        let mut bytes = begin(1, ROLE_RESPONDER, KEEP_CONN);
-        bytes.extend(rec(kind::PARAMS, 1, &[]));
+        let echo = Echo::default();
+        let runs = echo.runs.clone();
+        let (mut client, server) = start(echo);
+        let mut bytes = head(1, KEEP_CONN, &[]);
+        bytes.extend(rec(kind::STDIN, 1, b"part of a body"));
         bytes.extend(rec(kind::ABORT_REQUEST, 1, &[]));
         client.write_all(&bytes).await.unwrap();
         let mut reader = RecordReader::new(&mut client);
@@ -953,16 +952,19 @@ mod tests {
             u32::from_be_bytes(r.content[..4].try_into().unwrap()),
             ABORTED_APP_STATUS
         );
-        // The connection is still good for the next request.
+        // The connection is still good for the next request; the aborted
+        // one never ran.
         reader.io_mut().write_all(&request(1, 0, &[], b"")).await.unwrap();
+        assert_eq!(response(&mut reader, 1).await.0, b"stdin 0 0\n");
+        assert_eq!(runs.lock().unwrap().len(), 1);
         drop(reader);
         drop(client);
-        assert!(task.await.unwrap().is_ok());
+        server.result().await.unwrap();
     }
 
     #[tokio::test]
     async fn oversized_params_get_the_handlers_answer() {
-        let (mut client, task) = start(Echo::default());
+        let (mut client, server) = start(Echo::default());
         let big = vec![b'x'; 3000];
         let mut bytes = begin(1, ROLE_RESPONDER, KEEP_CONN);
         bytes.extend(rec(kind::PARAMS, 1, &pairs(&[(b"A", &big)])));
@@ -975,45 +977,49 @@ mod tests {
         bytes.extend(request(2, 0, &many, b""));
         client.write_all(&bytes).await.unwrap();
         let mut reader = RecordReader::new(&mut client);
-        assert_eq!(response(&mut reader, 1).await, (b"too large".to_vec(), 431, 0));
-        assert_eq!(response(&mut reader, 2).await, (b"too large".to_vec(), 431, 0));
+        assert_eq!(response(&mut reader, 1).await, (b"too large".to_vec(), 0, 0));
+        assert_eq!(response(&mut reader, 2).await, (b"too large".to_vec(), 0, 0));
         drop(reader);
         drop(client);
-        task.await.unwrap().unwrap();
+        server.result().await.unwrap();
     }
 
-    #[tokio::test]
+    /// Output sent while the job runs comes in records of at most 65535
+    /// bytes, before the tail; the socket's small buffer forces the job to
+    /// wait for the reader (on another thread: the job blocks its own).
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
     async fn large_output_is_split_into_records_of_at_most_65535_bytes() {
-        struct Big;
-        impl Handler for Big {
-            fn start(&self, _: Request) -> Response {
-                Response::Complete {
-                    stdout: Bytes::from(vec![b'z'; 200_000]),
-                    app_status: 0,
-                }
-            }
-            fn params_too_large(&self) -> Response {
-                unreachable!()
-            }
-        }
-        let (mut client, server) = tokio::io::duplex(1 << 20);
-        let task = tokio::spawn(async move {
-            let (r, w) = tokio::io::split(server);
-            serve(r, w, &Big, &CAPS).await
+        let (mut client, server) = start(Echo {
+            output: 3_000_000,
+            ..Echo::default()
         });
         client.write_all(&request(1, 0, &[], b"")).await.unwrap();
-        let mut reader = RecordReader::new(&mut client);
-        let mut total = 0;
-        loop {
-            let r = reader.next().await.unwrap().unwrap();
-            if r.kind == kind::END_REQUEST {
-                break;
-            }
-            assert!(r.content.len() <= 65535);
-            total += r.content.len();
-        }
-        assert_eq!(total, 200_000);
+        let (out, app, _) = response(&mut RecordReader::new(&mut client), 1).await;
+        assert_eq!(app, 7);
+        assert_eq!(out.len(), 3_000_000 + "stdin 0 0\n".len());
+        assert!(out[..3_000_000].iter().all(|&b| b == b'z'));
+        drop(client);
+        server.result().await.unwrap();
+    }
+
+    /// A stop closes idle connections at once, and lets a request whose body
+    /// is arriving finish first.
+    #[tokio::test]
+    async fn stop_closes_idle_connections_and_lets_requests_finish() {
+        let (mut idle, idle_server) = start(Echo::default());
+        idle_server.stop.send_replace(true);
+        assert!(at_eof(&mut idle).await);
+        idle_server.result().await.unwrap();
+
+        let (mut busy, busy_server) = start(Echo::default());
+        busy.write_all(&head(1, KEEP_CONN, &[])).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        busy_server.stop.send_replace(true);
+        busy.write_all(&rec(kind::STDIN, 1, &[])).await.unwrap();
+        let mut reader = RecordReader::new(&mut busy);
+        assert_eq!(response(&mut reader, 1).await.0, b"stdin 0 0\n");
+        assert!(reader.next().await.unwrap().is_none());
         drop(reader);
-        task.await.unwrap().unwrap();
+        busy_server.result().await.unwrap();
     }
 }

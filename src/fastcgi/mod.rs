@@ -1,4 +1,4 @@
-//! FastCGI 1.0 responder: records in, a [`Request`] to the gateway, records out.
+//! FastCGI 1.0 responder: records in, a [`Job`] for the gateway, records out.
 //!
 //! Implements the application side of the FastCGI Specification 1.0 (Open Market,
 //! 1996) for the Responder role (§6.2): record framing (§3.3), name-value pairs
@@ -14,8 +14,9 @@
 //! without limit and to advertise FCGI_MPXS_CONNS=1 while concurrent writers
 //! panic. The first three happen inside its decoder, before any wrapper sees a
 //! record, so no thin layer can fix them. This module is a strict decoder with
-//! every buffer bounded, and a connection loop that streams STDIN and STDOUT
-//! with back-pressure.
+//! every buffer bounded, and a connection loop that passes STDIN on as it
+//! arrives and writes STDOUT as the job produces it, with back-pressure both
+//! ways.
 //!
 //! Each connection carries one request at a time (`FCGI_MPXS_CONNS=0`): nginx,
 //! Apache and lighttpd never multiplex, and a second BEGIN_REQUEST on a busy
@@ -24,9 +25,11 @@
 mod connection;
 mod params;
 mod record;
+mod stdout;
 
-pub use connection::{Caps, Handler, Reply, Request, Response, serve};
+pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use params::Params;
+pub use stdout::{Ending, Peer, Stdout};
 
 /// Record types (§8).
 pub mod kind {

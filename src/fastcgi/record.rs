@@ -62,6 +62,11 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
         !self.buf.is_empty()
     }
 
+    /// The bytes read but not yet parsed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf
+    }
+
     #[cfg(test)]
     pub fn io_mut(&mut self) -> &mut R {
         &mut self.io
@@ -91,6 +96,24 @@ impl<R: AsyncRead + Unpin> RecordReader<R> {
             content: record.freeze(),
         }))
     }
+}
+
+/// Walks the whole records at the start of `bytes`: whether one of them is
+/// an FCGI_ABORT_REQUEST (§5.4) for request `id`, and where the records
+/// walked end (where a record cut short, if any, starts).
+pub fn scan_for_abort(bytes: &[u8], id: u16) -> (bool, usize) {
+    let mut at = 0;
+    while let Some(header) = bytes[at..].first_chunk::<HEADER_LEN>() {
+        let total = HEADER_LEN + usize::from(u16::from_be_bytes([header[4], header[5]])) + usize::from(header[6]);
+        if bytes.len() - at < total {
+            break;
+        }
+        if header[1] == super::kind::ABORT_REQUEST && u16::from_be_bytes([header[2], header[3]]) == id {
+            return (true, at);
+        }
+        at += total;
+    }
+    (false, at)
 }
 
 /// Appends one record with `content` (at most 65535 bytes), padded to a

@@ -55,6 +55,12 @@ pub trait Stdio: Send + 'static {
     fn flush(&mut self) -> std::io::Result<()>;
     /// Takes stderr bytes.
     fn log(&mut self, data: &[u8]);
+    /// Waits `wait` for a guest that sleeps (`poll_oneoff` on clocks).
+    /// `false` stops the guest: whoever it runs for is gone.
+    fn sleep(&mut self, wait: std::time::Duration) -> bool {
+        std::thread::sleep(wait);
+        true
+    }
 }
 
 /// Stdio with an empty stdin that discards all output: what a program gets

@@ -1,94 +1,65 @@
-//! The worker side: `wcgid __worker`, started by the daemon with a Unix
-//! socket as stdin. It loads the configuration and the modules (from the AOT
-//! cache), says READY, then runs one job after another until the socket
-//! closes.
+//! A worker process: `wcgid __worker`, started by the supervisor with the
+//! listening socket as its fd 0. It loads the configuration and the modules
+//! (from the AOT cache), tells the supervisor it is ready by a byte on its
+//! stdout, then accepts and serves connections on one thread until SIGTERM.
 
-use std::io::{self, BufReader};
-use std::os::fd::AsFd;
-use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::io::Write;
+use std::rc::Rc;
 
 use nix::sys::signal::Signal;
+use tokio::sync::watch;
 
-use super::protocol::{self, JobSpec, read_frame, write_frame};
-use crate::cgi::Router;
-use crate::cgi::body::{self, BodyBuilder};
-use crate::cgi::job;
-use crate::cgi::response::{ReplySink, error_page};
-use crate::fastcgi::Reply;
+use crate::cgi::{Gateway, Router, Watchdog};
+use crate::config::Server;
+use crate::fastcgi::Caps;
+use crate::listener::{self, Listener};
 use crate::sandbox::Engine;
 
-/// Serves jobs from the daemon on stdin until it closes it.
-pub fn run(engine: &Engine, router: &Router) -> Result<(), protocol::Error> {
-    // The daemon's death ends the worker, even in the middle of a guest.
-    if nix::sys::prctl::set_pdeathsig(Signal::SIGKILL).is_err() || nix::unistd::getppid().as_raw() == 1 {
+/// Total bytes of one request's FastCGI PARAMS.
+const MAX_PARAMS_BYTES: usize = 1 << 20;
+/// Name-value pairs in one request's FastCGI PARAMS.
+const MAX_PARAMS: usize = 10_000;
+
+/// Serves connections from the inherited listening socket until SIGTERM.
+pub fn run(engine: Engine, router: Router, server: &Server) -> anyhow::Result<()> {
+    // The supervisor's death ends the worker, even in the middle of a guest.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    if nix::unistd::getppid().as_raw() == 1 {
         return Ok(());
     }
-    let socket = Arc::new(UnixStream::from(io::stdin().as_fd().try_clone_to_owned()?));
-    write_frame(&mut &*socket, protocol::READY, &[])?;
-    let mut input = BufReader::with_capacity(64 * 1024, &*socket);
-    loop {
-        let Some((kind, payload)) = read_frame(&mut input)? else {
-            return Ok(());
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
+        let listener = Listener::inherit()?;
+        let gateway = Rc::new(Gateway::new(router, engine, Watchdog::start()?));
+        // GET_VALUES answers for the application; each worker takes its
+        // share of the connections, so that together they never exceed it.
+        let share = (server.max_connections / server.workers).max(1);
+        let caps = Caps {
+            max_conns: server.max_connections,
+            max_reqs: server.max_connections,
+            max_params_bytes: MAX_PARAMS_BYTES,
+            max_params: MAX_PARAMS,
         };
-        if kind != protocol::JOB {
-            return Err(protocol::Error::Unexpected(kind));
-        }
-        let spec = JobSpec::decode(payload)?;
-        let mut body = BodyBuilder::default();
-        let mut refused = None;
-        loop {
-            match read_frame(&mut input)? {
-                Some((protocol::BODY, chunk)) if refused.is_none() => refused = body.push(chunk).err(),
-                Some((protocol::BODY, _)) => {}
-                Some((protocol::BODY_END, _)) => break,
-                Some((kind, _)) => return Err(protocol::Error::Unexpected(kind)),
-                None => return Ok(()),
-            }
-        }
-        let sink = Sink(socket.clone());
-        match refused.map_or_else(|| body.finish(), Err) {
-            Ok(body) => job::run(router, engine, spec, body, sink),
-            Err(e) => refuse(sink, spec.id, &e),
-        }
-    }
+        let (stop_tx, stop) = watch::channel(false);
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        tokio::task::spawn_local(async move {
+            term.recv().await;
+            let _ = stop_tx.send(true);
+        });
+        ready()?;
+        listener::serve(listener, gateway, caps, share, stop).await;
+        anyhow::Ok(())
+    })?;
+    // A guest still running after the drain must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::ZERO);
+    Ok(())
 }
 
-/// Answers a request whose body could not be kept.
-fn refuse(mut sink: Sink, req: u64, e: &body::Error) {
-    let code = match e {
-        body::Error::TooLarge => 413,
-        body::Error::Spool(_) => {
-            tracing::error!(req, "{e}");
-            500
-        }
-    };
-    let _ = sink.send(Reply::End {
-        stdout: error_page(code),
-        app_status: 0,
-    });
-}
-
-/// Replies as frames to the daemon.
-struct Sink(Arc<UnixStream>);
-
-impl ReplySink for Sink {
-    fn send(&mut self, reply: Reply) -> io::Result<()> {
-        let written = match reply {
-            Reply::Stdout(bytes) => write_frame(&mut &*self.0, protocol::STDOUT, &bytes),
-            Reply::End { stdout, app_status } => write_frame(
-                &mut &*self.0,
-                protocol::END,
-                &protocol::end_payload(app_status, &stdout),
-            ),
-        };
-        written.map_err(|e| match e {
-            protocol::Error::Io(e) => e,
-            other => io::Error::other(other),
-        })
-    }
-
-    fn cut(&mut self) -> io::Result<()> {
-        write_frame(&mut &*self.0, protocol::CUT, &[]).map_err(io::Error::other)
-    }
+/// Tells the supervisor that this worker serves; stdout is not used again.
+fn ready() -> std::io::Result<()> {
+    std::io::stdout().write_all(b"R")?;
+    std::io::stdout().flush()?;
+    nix::unistd::dup2_stdout(std::fs::File::open("/dev/null")?)?;
+    Ok(())
 }

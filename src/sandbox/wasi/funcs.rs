@@ -9,7 +9,8 @@ use wasmer::{Function, FunctionEnv, FunctionEnvMut, MemoryView, Store};
 
 use super::fs::{self, Entry, filetype, rights};
 use super::{
-    Errno, ExitCode, Host, Result, addr, iovecs, read_bytes, read_path, with_memory, write_bytes, write_u32, write_u64,
+    Errno, ExitCode, Host, Result, Stopped, addr, iovecs, read_bytes, read_path, with_memory, write_bytes, write_u32,
+    write_u64,
 };
 use crate::sandbox::{CStrings, Stdio};
 
@@ -504,10 +505,18 @@ const SUBCLOCK_ABSTIME: u16 = 1;
 /// Subscriptions one `poll_oneoff` may carry.
 const MAX_SUBSCRIPTIONS: u32 = 256;
 
-/// Clock subscriptions sleep (stdout flushed first); fd subscriptions are
-/// reported ready at once: stdin and files never block for long here.
-fn poll_oneoff<S: Stdio>(env: FunctionEnvMut<Host<S>>, subs: i32, events: i32, nsubs: i32, nevents: i32) -> i32 {
-    with_memory(env, |h, mem| {
+/// Clock subscriptions sleep (stdout flushed first) unless the guest's
+/// [`Stdio`] stops it meanwhile; fd subscriptions are reported ready at once:
+/// stdin and files never block for long here.
+fn poll_oneoff<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    subs: i32,
+    events: i32,
+    nsubs: i32,
+    nevents: i32,
+) -> std::result::Result<i32, Stopped> {
+    let mut stopped = false;
+    let errno = with_memory(env, |h, mem| {
         let n = nsubs as u32;
         if n == 0 || n > MAX_SUBSCRIPTIONS {
             return Err(Errno::INVAL);
@@ -542,7 +551,10 @@ fn poll_oneoff<S: Stdio>(env: FunctionEnvMut<Host<S>>, subs: i32, events: i32, n
         if ready.is_empty() {
             let (due, ids) = earliest.expect("n > 0 and no fd subscriptions");
             h.io().flush().map_err(|_| Errno::PIPE)?;
-            std::thread::sleep(due.saturating_duration_since(Instant::now()));
+            if !h.io().sleep(due.saturating_duration_since(Instant::now())) {
+                stopped = true;
+                return Ok(());
+            }
             ready.extend(ids.into_iter().map(|u| (u, EVENTTYPE_CLOCK, Errno::SUCCESS)));
         }
         for (i, (userdata, tag, errno)) in ready.iter().enumerate() {
@@ -553,7 +565,8 @@ fn poll_oneoff<S: Stdio>(env: FunctionEnvMut<Host<S>>, subs: i32, events: i32, n
             write_bytes(mem, addr(events) + 32 * i as u64, &event)?;
         }
         write_u32(mem, nevents, ready.len() as u32)
-    })
+    });
+    if stopped { Err(Stopped) } else { Ok(errno) }
 }
 
 // ---- sockets: a CGI program has none ----------------------------------------

@@ -28,12 +28,19 @@ pub enum Outcome {
     Exit(u32),
     /// The guest trapped, or could not be instantiated; the message says why.
     Trap(String),
+    /// Its [`Stdio`] stopped it (see [`Stdio::sleep`]).
+    Stopped,
 }
 
 /// `proc_exit` unwinds the guest with this error.
 #[derive(Debug, thiserror::Error)]
 #[error("guest exited with {0}")]
 struct ExitCode(u32);
+
+/// A host call unwinds the guest with this error when its [`Stdio`] stops it.
+#[derive(Debug, thiserror::Error)]
+#[error("guest stopped by the host")]
+struct Stopped;
 
 /// A WASI error number (`errno` in typenames.witx).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -183,6 +190,7 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         Ok(()) => Outcome::Exit(0),
         Err(e) => match e.downcast::<ExitCode>() {
             Ok(ExitCode(code)) => Outcome::Exit(code),
+            Err(e) if e.downcast_ref::<Stopped>().is_some() => Outcome::Stopped,
             Err(e) => Outcome::Trap(e.message()),
         },
     }

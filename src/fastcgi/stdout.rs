@@ -1,0 +1,169 @@
+//! A running request's STDOUT stream (FastCGI 1.0 §5.3), written from the
+//! guest's thread straight to the connection's socket.
+//!
+//! A job runs synchronously on its worker's only thread, so nothing else
+//! could drain a queue of replies while it runs. Its output is framed into
+//! STDOUT records (§3.3, at most 65535 content bytes each, padded to 8) and
+//! sent at once with blocking writes: a peer that reads slowly slows the
+//! guest down, as a CGI program's stdout pipe would, and memory stays
+//! bounded. The tail of the output goes back to the connection with the
+//! request's end, so a short response is one write.
+//!
+//! While the job runs the connection reads nothing, so [`Peer`] lets another
+//! thread notice, without consuming a byte, that the request is over for the
+//! web server: FCGI_ABORT_REQUEST (§5.4) or a closed connection (nginx
+//! closes it when its client goes away).
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+use nix::errno::Errno;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, send};
+
+use super::kind;
+use super::record::{put_stream, scan_for_abort};
+
+/// How a job's response ends.
+#[derive(Debug)]
+pub enum Ending {
+    /// `tail` is the output not yet sent; then STDOUT ends and END_REQUEST
+    /// carries `app_status` (§5.5).
+    Complete { tail: Bytes, app_status: u32 },
+    /// The response breaks off after what was sent: the connection closes
+    /// without END_REQUEST, so that the web server cannot take a truncated
+    /// response for a whole one.
+    Cut,
+}
+
+/// Where a job writes its response.
+pub struct Stdout {
+    id: u16,
+    socket: Arc<OwnedFd>,
+    frames: BytesMut,
+    /// A send failed (the peer left): every later one fails at once.
+    broken: bool,
+    /// The unread input starts at a record boundary (the connection had
+    /// nothing buffered when the job started).
+    aligned: bool,
+}
+
+impl Stdout {
+    pub(super) fn new(id: u16, socket: Arc<OwnedFd>, aligned: bool) -> Stdout {
+        Stdout {
+            id,
+            socket,
+            frames: BytesMut::new(),
+            broken: false,
+            aligned,
+        }
+    }
+
+    /// A watch on the peer of this request, for another thread.
+    pub fn peer(&self) -> Peer {
+        Peer {
+            id: self.id,
+            socket: self.socket.clone(),
+            aligned: self.aligned,
+        }
+    }
+
+    /// Sends `data` as STDOUT records now, blocking while the peer's socket
+    /// buffer is full. An error means the peer is gone.
+    pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
+        if self.broken {
+            return Err(io::ErrorKind::BrokenPipe.into());
+        }
+        self.frames.clear();
+        put_stream(&mut self.frames, kind::STDOUT, self.id, data);
+        let sent = send_all(&self.socket, &self.frames);
+        self.broken = sent.is_err();
+        sent
+    }
+}
+
+/// Writes all of `data` to the non-blocking socket `fd`, waiting in poll(2)
+/// whenever it is full. MSG_NOSIGNAL: a gone peer is an error, not SIGPIPE.
+fn send_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
+    while !data.is_empty() {
+        match send(fd.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
+            Ok(n) => data = &data[n..],
+            Err(Errno::EINTR) => {}
+            Err(Errno::EAGAIN) => {
+                let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
+                match poll(&mut fds, PollTimeout::NONE) {
+                    Ok(_) | Err(Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    Ok(())
+}
+
+/// The peer shut its side down (Linux; nix does not name it).
+const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
+
+/// Bytes of unread input looked at for an FCGI_ABORT_REQUEST.
+const PEEK: usize = 64 * 1024;
+
+/// The peer of a running request, watched from another thread.
+#[derive(Clone)]
+pub struct Peer {
+    id: u16,
+    socket: Arc<OwnedFd>,
+    aligned: bool,
+}
+
+impl Peer {
+    /// Waits up to `timeout` for the peer to give up on the request: an
+    /// FCGI_ABORT_REQUEST for it among the unread records, or the connection
+    /// closed. Returns whether it did. Reads nothing.
+    pub fn wait_gone(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        // Input that is not an abort stays readable: after looking at it
+        // once, wait for a hang-up alone.
+        let mut events = PollFlags::POLLIN | POLLRDHUP;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
+            let mut fds = [PollFd::new(self.socket.as_fd(), events)];
+            match poll(&mut fds, left) {
+                Ok(0) => return false,
+                Ok(_) => {}
+                Err(Errno::EINTR) => continue,
+                Err(_) => return true,
+            }
+            let got = fds[0].revents().unwrap_or(PollFlags::empty());
+            if got.intersects(POLLRDHUP | PollFlags::POLLHUP | PollFlags::POLLERR) {
+                return true;
+            }
+            if got.contains(PollFlags::POLLIN) {
+                if self.abort_waiting() {
+                    return true;
+                }
+                events = POLLRDHUP;
+            }
+        }
+    }
+
+    /// Whether the unread input holds an ABORT_REQUEST for this request, or
+    /// ends (the peer closed). Only whole records from a known boundary count.
+    fn abort_waiting(&self) -> bool {
+        let mut buf = vec![0u8; PEEK];
+        let n = match nix::sys::socket::recv(
+            self.socket.as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        ) {
+            Ok(0) => return true,
+            Ok(n) => n,
+            Err(_) => return false,
+        };
+        self.aligned && scan_for_abort(&buf[..n], self.id).0
+    }
+}
