@@ -139,7 +139,7 @@ fn watch(shared: Weak<Shared>) {
         };
         // In progress for a whole tick: watch its peer until it ends.
         loop {
-            let gone = peer.wait_gone(TICK);
+            let gone = peer.wait_gone(TICK).is_some();
             let slot = shared.lock();
             if slot.seq != seq || slot.running.is_none() {
                 break;

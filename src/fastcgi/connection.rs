@@ -20,7 +20,7 @@ use tokio::sync::watch;
 
 use super::params::{Params, put_pair};
 use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type, scan_for_abort};
-use super::stdout::{Ending, Stdout};
+use super::stdout::{Ending, Gone, Stdout};
 use super::{Error, KEEP_CONN, ROLE_RESPONDER, kind, status};
 
 /// How long a closing connection waits for the peer's remaining bytes, so that
@@ -287,7 +287,15 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, H: Handler> Connection<'_, R, 
             return self.respond(Bytes::new(), ABORTED_APP_STATUS, true).await;
         }
         let aligned = walked == buffered.len();
-        match job.run(Stdout::new(id, self.socket.clone(), aligned)) {
+        let out = Stdout::new(id, self.socket.clone(), aligned);
+        // A request that waited behind others may have been given up
+        // meanwhile (nginx closes the connection when its client leaves).
+        match out.peer().wait_gone(Duration::ZERO) {
+            Some(Gone::Closed) => return Ok(Next::Drop),
+            Some(Gone::Aborted) => return self.respond(Bytes::new(), ABORTED_APP_STATUS, true).await,
+            None => {}
+        }
+        match job.run(out) {
             Ending::Complete { tail, app_status } => self.respond(tail, app_status, true).await,
             Ending::Cut => Ok(Next::Drop),
         }

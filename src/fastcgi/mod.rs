@@ -29,7 +29,7 @@ mod stdout;
 
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use params::Params;
-pub use stdout::{Ending, Peer, Stdout};
+pub use stdout::{Ending, Gone, Peer, Stdout};
 
 /// Record types (§8).
 pub mod kind {

@@ -119,11 +119,20 @@ pub struct Peer {
     aligned: bool,
 }
 
+/// How a peer gave up on a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gone {
+    /// FCGI_ABORT_REQUEST (§5.4): the connection itself may go on.
+    Aborted,
+    /// The connection closed, even only for writing (web servers do not
+    /// half-close a connection whose response they await).
+    Closed,
+}
+
 impl Peer {
-    /// Waits up to `timeout` for the peer to give up on the request: an
-    /// FCGI_ABORT_REQUEST for it among the unread records, or the connection
-    /// closed. Returns whether it did. Reads nothing.
-    pub fn wait_gone(&self, timeout: Duration) -> bool {
+    /// Waits up to `timeout` (zero: just looks) for the peer to give up on
+    /// the request. Reads nothing.
+    pub fn wait_gone(&self, timeout: Duration) -> Option<Gone> {
         let deadline = Instant::now() + timeout;
         // Input that is not an abort stays readable: after looking at it
         // once, wait for a hang-up alone.
@@ -133,18 +142,22 @@ impl Peer {
             let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
             let mut fds = [PollFd::new(self.socket.as_fd(), events)];
             match poll(&mut fds, left) {
-                Ok(0) => return false,
+                Ok(0) => return None,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
-                Err(_) => return true,
+                Err(_) => return Some(Gone::Closed),
             }
-            let got = fds[0].revents().unwrap_or(PollFlags::empty());
-            if got.intersects(POLLRDHUP | PollFlags::POLLHUP | PollFlags::POLLERR) {
-                return true;
+            // nix's PollFlags does not know POLLRDHUP, so revents holding it
+            // read as None: of what poll(2) can report, it alone is unknown.
+            let Some(got) = fds[0].revents() else {
+                return Some(Gone::Closed);
+            };
+            if got.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+                return Some(Gone::Closed);
             }
             if got.contains(PollFlags::POLLIN) {
-                if self.abort_waiting() {
-                    return true;
+                if let Some(gone) = self.abort_waiting() {
+                    return Some(gone);
                 }
                 events = POLLRDHUP;
             }
@@ -153,17 +166,17 @@ impl Peer {
 
     /// Whether the unread input holds an ABORT_REQUEST for this request, or
     /// ends (the peer closed). Only whole records from a known boundary count.
-    fn abort_waiting(&self) -> bool {
+    fn abort_waiting(&self) -> Option<Gone> {
         let mut buf = vec![0u8; PEEK];
         let n = match nix::sys::socket::recv(
             self.socket.as_raw_fd(),
             &mut buf,
             MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
         ) {
-            Ok(0) => return true,
+            Ok(0) => return Some(Gone::Closed),
             Ok(n) => n,
-            Err(_) => return false,
+            Err(_) => return None,
         };
-        self.aligned && scan_for_abort(&buf[..n], self.id).0
+        (self.aligned && scan_for_abort(&buf[..n], self.id).0).then_some(Gone::Aborted)
     }
 }
