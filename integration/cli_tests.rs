@@ -33,6 +33,7 @@ tests! {
     Alone client_gone_mid_response_frees_the_worker,
     Alone client_gone_mid_body_frees_the_worker,
     Alone abort_request_stops_the_running_guest,
+    Alone a_request_given_up_while_it_waited_is_not_run,
     Alone listen_can_be_overridden_from_the_environment,
     Alone stale_socket_file_is_replaced,
     Alone live_socket_is_refused,
@@ -413,6 +414,35 @@ fn abort_request_stops_the_running_guest(dir: &Path) {
     let ex = conn.exchange(2, 0, &Params::get("/hello", "name=next"), b"");
     assert_eq!(ex.cgi().text(), "Hello, next!\n", "{}", ex.summary());
     assert!(d.log().contains("guest stopped"), "log:\n{}", d.log());
+}
+
+/// With one worker busy, a request arrives on another connection, which
+/// then closes (nginx does when its client leaves): when the worker gets to
+/// it, it is not run (conformance.md #56). The guest would log to stderr.
+fn a_request_given_up_while_it_waited_is_not_run(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=500"), b""));
+    std::thread::sleep(Duration::from_millis(100));
+    let mut left = fcgi::Conn::connect(&socket);
+    left.send(&fcgi::request(1, 0, &Params::get("/cases", "stderr=1"), b""));
+    drop(left);
+    assert_eq!(slow.response(1).cgi().text(), "slept\n");
+    assert_hello(&socket, "after");
+    assert!(
+        !d.log().contains("stderr:"),
+        "the abandoned request ran; log:\n{}",
+        d.log()
+    );
+    // The same request, not abandoned, does log.
+    let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &Params::get("/cases", "stderr=1"), b"");
+    assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
+    assert!(
+        poll(Duration::from_secs(2), || d.log().contains("stderr:").then_some(())).is_some(),
+        "log:\n{}",
+        d.log()
+    );
 }
 
 fn listen_can_be_overridden_from_the_environment(dir: &Path) {
