@@ -34,6 +34,11 @@ tests! {
     Alone client_gone_mid_body_frees_the_worker,
     Alone abort_request_stops_the_running_guest,
     Alone a_request_given_up_while_it_waited_is_not_run,
+    Alone limits_bound_memory_body_and_output,
+    Alone timeout_stops_a_sleeping_guest_with_504,
+    Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
+    Alone stray_user_signals_stop_nothing,
+    Alone memory_limit_below_a_modules_start_is_refused,
     Alone listen_can_be_overridden_from_the_environment,
     Alone stale_socket_file_is_replaced,
     Alone live_socket_is_refused,
@@ -443,6 +448,102 @@ fn a_request_given_up_while_it_waited_is_not_run(dir: &Path) {
         "log:\n{}",
         d.log()
     );
+}
+
+/// `GET /cases?QUERY` on its own connection.
+fn cases(socket: &Path, query: &str) -> fcgi::Exchange {
+    fcgi::Conn::connect(socket).exchange(1, 0, &Params::get("/cases", query), b"")
+}
+
+/// `[limits]` bound a guest's memory (memory.grow fails: the guest traps,
+/// 502), the request body (413, the guest never runs) and the output (the
+/// response is cut short: no END_REQUEST).
+fn limits_bound_memory_body_and_output(dir: &Path) {
+    let limits = "workers = 1\n[limits]\nmemory = \"16MiB\"\nmax_body = \"1KiB\"\nmax_output = \"100KiB\"";
+    let (config, socket) = config(dir, limits, &["cases", "echo", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    assert_eq!(cases(&socket, "grow=4").cgi().text(), "grew\n");
+    let ex = cases(&socket, "grow=64");
+    assert_eq!(ex.cgi().status, 502, "{}", ex.summary());
+    assert!(d.log().contains("cannot allocate 64 MiB"), "log:\n{}", d.log());
+    let post = |len: usize| {
+        let params = Params::cgi("POST", "/echo", "").with("CONTENT_LENGTH", len.to_string());
+        fcgi::Conn::connect(&socket).exchange(1, 0, &params, &vec![b'b'; len])
+    };
+    assert_eq!(post(1024).cgi().body.len(), 1024);
+    assert_eq!(post(1025).cgi().status, 413);
+    let ex = cases(&socket, "body=1000000");
+    assert!(ex.end.is_none(), "a truncated response must not end: {}", ex.summary());
+    // 100 KiB of guest output, its header block rewritten (a Status line).
+    assert!(
+        (100_000..=102_400 + 64).contains(&ex.stdout.len()),
+        "{} bytes sent",
+        ex.stdout.len()
+    );
+    assert!(d.log().contains("max_output"), "log:\n{}", d.log());
+    assert_hello(&socket, "after");
+}
+
+/// A guest sleeping past its timeout is stopped at once: 504, appStatus 124.
+fn timeout_stops_a_sleeping_guest_with_504(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\n[limits]\ntimeout = \"500ms\"", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let started = std::time::Instant::now();
+    let ex = cases(&socket, "sleep=5000");
+    let took = started.elapsed();
+    assert_eq!(ex.cgi().status, 504, "{}", ex.summary());
+    assert_eq!(ex.ended().app_status, 124);
+    assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+    assert!(d.log().contains("timeout"), "log:\n{}", d.log());
+    assert_hello(&socket, "after");
+}
+
+/// A guest computing without calling the host cannot be stopped inside its
+/// worker: past its timeout and the grace, its request gets 504 from the
+/// watchdog and the worker is replaced; the daemon serves on.
+fn timeout_ends_a_spinning_guest_and_its_worker_is_replaced(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\n[limits]\ntimeout = \"500ms\"", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let before = workers_of(d.pid());
+    let started = std::time::Instant::now();
+    let ex = cases(&socket, "spin");
+    let took = started.elapsed();
+    assert_eq!(ex.cgi().status, 504, "{}; log:\n{}", ex.summary(), d.log());
+    assert!(took < Duration::from_secs(4), "answered after {took:?}");
+    let mut next = fcgi::Conn::connect(&socket);
+    next.set_timeout(Duration::from_secs(10));
+    let ex = next.exchange(1, 0, &Params::get("/hello", "name=next"), b"");
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
+    let after = workers_of(d.pid());
+    assert_eq!(after.len(), 1);
+    assert_ne!(before, after, "the spinning worker must have been replaced");
+    assert!(d.log().contains("ending this worker"), "log:\n{}", d.log());
+}
+
+/// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged
+/// and ignored by the supervisor and the workers.
+fn stray_user_signals_stop_nothing(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 2", &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let workers = workers_of(d.pid());
+    for signal in [Signal::SIGUSR1, Signal::SIGUSR2] {
+        d.signal(signal);
+        for &pid in &workers {
+            nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
+        }
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    for i in 0..10 {
+        assert_hello(&socket, &format!("after-{i}"));
+    }
+    assert_eq!(workers_of(d.pid()), workers, "log:\n{}", d.log());
+    assert!(d.log().contains("SIGUSR1 ignored"), "log:\n{}", d.log());
+}
+
+fn memory_limit_below_a_modules_start_is_refused(dir: &Path) {
+    let (config, _) = config(dir, "[limits]\nmemory = \"64KiB\"", &["hello"]);
+    let run = daemon::run(dir, &["check", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert_usage_error(&run, &["hello", "over the limit of 65536"]);
 }
 
 fn listen_can_be_overridden_from_the_environment(dir: &Path) {

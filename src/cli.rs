@@ -150,7 +150,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker => match worker::process::run(engine, router, &config.server) {
+        Command::Worker => match worker::process::run(engine, router, &config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("worker: {e}");

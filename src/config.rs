@@ -7,6 +7,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::net::SocketAddr;
 use std::path::{Component, Path, PathBuf};
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -33,6 +34,8 @@ fn invalid(key: impl Into<String>, value: impl std::fmt::Display, why: impl Into
 struct Raw {
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    limits: RawLimits,
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
     cgi_bin: Option<RawCgiBin>,
@@ -74,6 +77,7 @@ struct RawApp {
     mounts: Vec<RawMount>,
     #[serde(default)]
     pass_http_proxy: bool,
+    limits: Option<RawGuestLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -86,6 +90,49 @@ struct RawCgiBin {
     mounts: Vec<RawMount>,
     #[serde(default)]
     pass_http_proxy: bool,
+    limits: Option<RawGuestLimits>,
+}
+
+/// `[limits]`: the defaults of every guest's limits, and the bounds on what
+/// the FastCGI decoder accepts before any app is known.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+struct RawLimits {
+    memory: String,
+    timeout: String,
+    max_body: String,
+    max_output: String,
+    max_stderr: String,
+    fuel: u64,
+    max_params: String,
+    max_params_count: usize,
+}
+
+impl Default for RawLimits {
+    fn default() -> Self {
+        RawLimits {
+            memory: "128MiB".into(),
+            timeout: "30s".into(),
+            max_body: "16MiB".into(),
+            max_output: "64MiB".into(),
+            max_stderr: "64KiB".into(),
+            fuel: 0,
+            max_params: "1MiB".into(),
+            max_params_count: 10_000,
+        }
+    }
+}
+
+/// `[app.limits]` and `[cgi_bin.limits]`: overrides of the guest limits.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawGuestLimits {
+    memory: Option<String>,
+    timeout: Option<String>,
+    max_body: Option<String>,
+    max_output: Option<String>,
+    max_stderr: Option<String>,
+    fuel: Option<u64>,
 }
 
 /// The guest settings shared by `[[app]]` and `[cgi_bin]` (kept as plain
@@ -94,6 +141,7 @@ struct RawGuest {
     env: BTreeMap<String, String>,
     mounts: Vec<RawMount>,
     pass_http_proxy: bool,
+    limits: Option<RawGuestLimits>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -109,6 +157,31 @@ pub struct Config {
     pub server: Server,
     pub apps: Vec<App>,
     pub cgi_bin: Option<CgiBin>,
+    pub params: ParamsLimits,
+}
+
+/// What one request's FastCGI PARAMS may hold.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ParamsLimits {
+    /// Total bytes of the PARAMS stream.
+    pub bytes: usize,
+    /// Name-value pairs.
+    pub count: usize,
+}
+
+/// What one request of a guest may use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Limits {
+    /// Linear memory, in bytes (a multiple of the 64 KiB Wasm page).
+    pub memory: u64,
+    /// Wall-clock time of a run.
+    pub timeout: Duration,
+    /// Request body bytes.
+    pub max_body: u64,
+    /// Response bytes (head and body) the guest may write.
+    pub max_output: u64,
+    /// Stderr bytes logged.
+    pub max_stderr: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -160,11 +233,12 @@ pub struct CgiBin {
 
 /// What a guest gets besides the request: extra environment, mounts, and
 /// whether `HTTP_PROXY` may reach it.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Guest {
     pub env: Vec<(String, String)>,
     pub mounts: Vec<Mount>,
     pub pass_http_proxy: bool,
+    pub limits: Limits,
 }
 
 impl Config {
@@ -207,6 +281,7 @@ impl Config {
 impl Raw {
     fn validate(self, base: &Path) -> Result<Config, Error> {
         let server = self.server.validate(base)?;
+        let (limits, params) = self.limits.validate()?;
         let mut names = HashSet::new();
         let mut routes = HashSet::new();
         let mut apps = Vec::with_capacity(self.apps.len());
@@ -237,9 +312,10 @@ impl Raw {
                 env: app.env,
                 mounts: app.mounts,
                 pass_http_proxy: app.pass_http_proxy,
+                limits: app.limits,
             };
             apps.push(App {
-                guest: guest.validate(&key(""), base)?,
+                guest: guest.validate(&key(""), base, limits)?,
                 module: base.join(&app.module),
                 name: app.name,
                 route,
@@ -256,14 +332,20 @@ impl Raw {
                     env: c.env,
                     mounts: c.mounts,
                     pass_http_proxy: c.pass_http_proxy,
+                    limits: c.limits,
                 };
                 Ok(CgiBin {
                     root,
-                    guest: guest.validate("cgi_bin.", base)?,
+                    guest: guest.validate("cgi_bin.", base, limits)?,
                 })
             })
             .transpose()?;
-        Ok(Config { server, apps, cgi_bin })
+        Ok(Config {
+            server,
+            apps,
+            cgi_bin,
+            params,
+        })
     }
 }
 
@@ -310,7 +392,11 @@ impl RawServer {
 
 impl RawGuest {
     /// `key` prefixes the field names in errors (`app[0].` or `cgi_bin.`).
-    fn validate(self, key: &str, base: &Path) -> Result<Guest, Error> {
+    fn validate(self, key: &str, base: &Path, defaults: Limits) -> Result<Guest, Error> {
+        let limits = match self.limits {
+            None => defaults,
+            Some(raw) => raw.over(defaults, &format!("{key}limits."))?,
+        };
         for (name, value) in &self.env {
             if name.is_empty() || name.contains(['=', '\0']) {
                 return Err(invalid(
@@ -350,7 +436,157 @@ impl RawGuest {
             env: self.env.into_iter().collect(),
             mounts,
             pass_http_proxy: self.pass_http_proxy,
+            limits,
         })
+    }
+}
+
+/// The largest memory a wasm32 guest can address.
+const MAX_MEMORY: u64 = 4 << 30;
+const WASM_PAGE: u64 = 65536;
+
+impl RawLimits {
+    fn validate(self) -> Result<(Limits, ParamsLimits), Error> {
+        let defaults = RawGuestLimits {
+            memory: Some(self.memory),
+            timeout: Some(self.timeout),
+            max_body: Some(self.max_body),
+            max_output: Some(self.max_output),
+            max_stderr: Some(self.max_stderr),
+            fuel: Some(self.fuel),
+        };
+        let placeholder = Limits {
+            memory: 0,
+            timeout: Duration::ZERO,
+            max_body: 0,
+            max_output: 0,
+            max_stderr: 0,
+        };
+        let limits = defaults.over(placeholder, "limits.")?;
+        let bytes = parse_size(&self.max_params)
+            .ok()
+            .and_then(|b| usize::try_from(b).ok())
+            .filter(|b| (1024..=64 << 20).contains(b))
+            .ok_or_else(|| {
+                invalid(
+                    "limits.max_params",
+                    &self.max_params,
+                    "must be a size from 1KiB to 64MiB",
+                )
+            })?;
+        if !(1..=1_000_000).contains(&self.max_params_count) {
+            return Err(invalid(
+                "limits.max_params_count",
+                self.max_params_count,
+                "must be from 1 to 1000000",
+            ));
+        }
+        Ok((
+            limits,
+            ParamsLimits {
+                bytes,
+                count: self.max_params_count,
+            },
+        ))
+    }
+}
+
+impl RawGuestLimits {
+    /// These limits, each unset one taken from `defaults`; `key` prefixes
+    /// the field names in errors.
+    fn over(self, defaults: Limits, key: &str) -> Result<Limits, Error> {
+        let size = |field: &str, value: Option<String>, default: u64, range: std::ops::RangeInclusive<u64>| {
+            let Some(value) = value else {
+                return Ok(default);
+            };
+            parse_size(&value)
+                .and_then(|b| {
+                    range.contains(&b).then_some(b).ok_or_else(|| {
+                        format!(
+                            "must be from {} to {}",
+                            show_size(*range.start()),
+                            show_size(*range.end())
+                        )
+                    })
+                })
+                .map_err(|why| invalid(format!("{key}{field}"), &value, why))
+        };
+        let memory = size("memory", self.memory, defaults.memory, WASM_PAGE..=MAX_MEMORY)?;
+        let timeout = match self.timeout {
+            None => defaults.timeout,
+            Some(value) => parse_duration(&value)
+                .and_then(|t| {
+                    (Duration::from_millis(1)..=Duration::from_secs(24 * 3600))
+                        .contains(&t)
+                        .then_some(t)
+                        .ok_or_else(|| "must be from 1ms to 24h".to_owned())
+                })
+                .map_err(|why| invalid(format!("{key}timeout"), &value, why))?,
+        };
+        // Fuel (Wasmer metering points per run) is a configuration key
+        // already, so that configurations stay valid once it is metered.
+        let fuel = self.fuel.unwrap_or(0);
+        if fuel != 0 {
+            return Err(invalid(
+                format!("{key}fuel"),
+                fuel,
+                "metering is not implemented yet; only 0 (off) is accepted",
+            ));
+        }
+        Ok(Limits {
+            // Whole pages: what memory.grow counts in.
+            memory: memory / WASM_PAGE * WASM_PAGE,
+            timeout,
+            max_body: size("max_body", self.max_body, defaults.max_body, 0..=1 << 40)?,
+            max_output: size("max_output", self.max_output, defaults.max_output, 1024..=1 << 40)?,
+            max_stderr: size("max_stderr", self.max_stderr, defaults.max_stderr as u64, 0..=1 << 30)? as usize,
+        })
+    }
+}
+
+/// A size: bytes, or a number with the unit B, KiB, MiB or GiB ("16MiB").
+fn parse_size(text: &str) -> Result<u64, String> {
+    let bad = || "must be a size like \"16MiB\" (B, KiB, MiB or GiB)".to_owned();
+    let digits = text
+        .trim()
+        .find(|c: char| !c.is_ascii_digit())
+        .unwrap_or(text.trim().len());
+    let (number, unit) = text.trim().split_at(digits);
+    let shift = match unit.trim() {
+        "" | "B" => 0,
+        "KiB" => 10,
+        "MiB" => 20,
+        "GiB" => 30,
+        _ => return Err(bad()),
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(1 << shift))
+        .ok_or_else(bad)
+}
+
+fn show_size(bytes: u64) -> String {
+    match bytes {
+        b if b >= 1 << 30 && b % (1 << 30) == 0 => format!("{}GiB", b >> 30),
+        b if b >= 1 << 20 && b % (1 << 20) == 0 => format!("{}MiB", b >> 20),
+        b if b >= 1 << 10 && b % (1 << 10) == 0 => format!("{}KiB", b >> 10),
+        b => format!("{b}B"),
+    }
+}
+
+/// A duration: a number with the unit ms, s, m or h ("30s").
+fn parse_duration(text: &str) -> Result<Duration, String> {
+    let bad = || "must be a duration like \"30s\" (ms, s, m or h)".to_owned();
+    let digits = text.trim().find(|c: char| !c.is_ascii_digit()).ok_or_else(bad)?;
+    let (number, unit) = text.trim().split_at(digits);
+    let n: u64 = number.parse().map_err(|_| bad())?;
+    match unit.trim() {
+        "ms" => Ok(Duration::from_millis(n)),
+        "s" => Ok(Duration::from_secs(n)),
+        "m" => n.checked_mul(60).map(Duration::from_secs).ok_or_else(bad),
+        "h" => n.checked_mul(3600).map(Duration::from_secs).ok_or_else(bad),
+        _ => Err(bad()),
     }
 }
 
@@ -490,5 +726,66 @@ mod tests {
         assert!(c.apps[0].module.ends_with("m/a.wasm") && c.apps[0].module.is_absolute());
         assert_eq!(c.apps[1].route, "/");
         assert_eq!(c.apps[1].module, PathBuf::from("/abs.wasm"));
+    }
+
+    #[test]
+    fn limits_have_defaults_and_apps_override_them() {
+        let c = load("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n", &[]).unwrap();
+        let want = Limits {
+            memory: 128 << 20,
+            timeout: Duration::from_secs(30),
+            max_body: 16 << 20,
+            max_output: 64 << 20,
+            max_stderr: 64 << 10,
+        };
+        assert_eq!(c.apps[0].guest.limits, want);
+        assert_eq!(
+            c.params,
+            ParamsLimits {
+                bytes: 1 << 20,
+                count: 10_000
+            }
+        );
+        let c = load(
+            "[limits]\ntimeout = \"5s\"\nmemory = \"100000\"\n\
+             [[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n\
+             [app.limits]\ntimeout = \"250ms\"\nmax_body = \"1KiB\"\n\
+             [[app]]\nname=\"b\"\nroute=\"/b\"\nmodule=\"b.wasm\"\n",
+            &[("WCGID_LIMITS__MAX_OUTPUT", "2GiB")],
+        )
+        .unwrap();
+        let (a, b) = (c.apps[0].guest.limits, c.apps[1].guest.limits);
+        assert_eq!((a.timeout, a.max_body), (Duration::from_millis(250), 1024));
+        assert_eq!((b.timeout, b.max_body), (Duration::from_secs(5), 16 << 20));
+        // Whole Wasm pages, inherited by both.
+        assert_eq!((a.memory, b.memory), (65536, 65536));
+        assert_eq!((a.max_output, b.max_output), (2 << 30, 2 << 30));
+    }
+
+    #[test]
+    fn bad_limits_name_key_and_value() {
+        for (toml, needles) in [
+            ("[limits]\nmemory = \"lots\"\n", &["limits.memory", "lots", "MiB"][..]),
+            ("[limits]\nmemory = \"8GiB\"\n", &["limits.memory", "4GiB"]),
+            ("[limits]\ntimeout = \"30\"\n", &["limits.timeout", "ms, s, m or h"]),
+            ("[limits]\ntimeout = \"0s\"\n", &["limits.timeout", "1ms"]),
+            ("[limits]\nmax_params = \"1B\"\n", &["limits.max_params", "1KiB"]),
+            ("[limits]\nmax_params_count = 0\n", &["limits.max_params_count"]),
+            ("[limits]\nfuel = 1000\n", &["limits.fuel", "not implemented"]),
+            (
+                "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[app.limits]\ntimeout = \"x\"\n",
+                &["app[0].limits.timeout", "\"x\""],
+            ),
+            // PARAMS are bounded before any app is known.
+            (
+                "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[app.limits]\nmax_params = \"1MiB\"\n",
+                &["max_params"],
+            ),
+        ] {
+            let e = err(toml);
+            for needle in needles {
+                assert!(e.contains(needle), "{toml:?}: {e:?} lacks {needle:?}");
+            }
+        }
     }
 }

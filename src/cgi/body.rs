@@ -10,7 +10,9 @@
 //!
 //! The body is cut at CONTENT_LENGTH; without CONTENT_LENGTH it is whatever
 //! STDIN carries up to its end (e.g. nginx with `fastcgi_request_buffering
-//! off` and a chunked upload). A body larger than [`MAX_BODY`] is refused.
+//! off` and a chunked upload). A body larger than the app's `max_body` limit
+//! is refused (413) before any instance is made: at once when CONTENT_LENGTH
+//! says so, else when the bytes pass the limit.
 
 use std::collections::VecDeque;
 use std::io::{self, Read, Seek};
@@ -19,12 +21,10 @@ use bytes::Bytes;
 
 /// Body bytes kept in memory; the rest goes to a temporary file.
 const SPILL_AT: u64 = 1 << 20;
-/// The largest body accepted.
-pub const MAX_BODY: u64 = 16 << 20;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("request body larger than {MAX_BODY} bytes")]
+    #[error("request body larger than the limit")]
     TooLarge,
     #[error("cannot spool the request body to a temporary file: {0}")]
     Spool(io::Error),
@@ -46,17 +46,20 @@ pub struct BodyBuilder {
     len: u64,
     /// Bytes still wanted: CONTENT_LENGTH minus what came.
     left: u64,
+    /// The largest body accepted.
+    max: u64,
 }
 
 impl BodyBuilder {
     /// A builder for a body of `content_length` bytes, or of whatever STDIN
-    /// carries without one.
-    pub fn new(content_length: Option<u64>) -> Result<BodyBuilder, Error> {
-        if content_length.is_some_and(|len| len > MAX_BODY) {
+    /// carries without one, of at most `max` bytes.
+    pub fn new(content_length: Option<u64>, max: u64) -> Result<BodyBuilder, Error> {
+        if content_length.is_some_and(|len| len > max) {
             return Err(Error::TooLarge);
         }
         Ok(BodyBuilder {
             left: content_length.unwrap_or(u64::MAX),
+            max,
             ..BodyBuilder::default()
         })
     }
@@ -69,7 +72,7 @@ impl BodyBuilder {
         }
         self.left -= chunk.len() as u64;
         self.len += chunk.len() as u64;
-        if self.len > MAX_BODY {
+        if self.len > self.max {
             return Err(Error::TooLarge);
         }
         if self.body.file.is_none() && self.len > SPILL_AT {
@@ -117,8 +120,10 @@ impl Read for Body {
 mod tests {
     use super::*;
 
+    const MAX_BODY: u64 = 16 << 20;
+
     fn collect(chunks: Vec<Vec<u8>>, content_length: Option<u64>) -> Result<Vec<u8>, Error> {
-        let mut builder = BodyBuilder::new(content_length)?;
+        let mut builder = BodyBuilder::new(content_length, MAX_BODY)?;
         for c in chunks {
             builder.push(Bytes::from(c))?;
         }

@@ -80,7 +80,7 @@ impl fastcgi::Handler for Gateway {
             },
             Route::NotFound => return respond(404),
         };
-        let Ok(body) = BodyBuilder::new(content_length) else {
+        let Ok(body) = BodyBuilder::new(content_length, app.guest.limits.max_body) else {
             return respond(413);
         };
         Start::Run(Job {

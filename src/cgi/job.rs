@@ -4,7 +4,7 @@
 
 use std::io::{self, Read};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 
@@ -16,12 +16,13 @@ use super::env::MetaVars;
 use super::gateway::RequestId;
 use super::response::{ResponseWriter, error_page};
 use super::script::App;
-use super::watchdog::{Run, Watchdog};
+use super::watchdog::{Run, Stop, Watchdog};
 
 /// appStatus reported when a guest trapped (as a shell reports `abort()`).
 pub const TRAP_APP_STATUS: u32 = 134;
-/// Guest stderr bytes logged per request; the rest is counted, not logged.
-const MAX_STDERR: usize = 64 * 1024;
+/// appStatus reported when a guest was stopped at its timeout (as
+/// timeout(1) reports).
+pub const TIMEOUT_APP_STATUS: u32 = 124;
 /// Longest stderr line logged as one event.
 const MAX_STDERR_LINE: usize = 4096;
 
@@ -40,7 +41,7 @@ impl fastcgi::Job for Job {
         self.body.push(chunk).map_err(|e| self.refuse(&e))
     }
 
-    fn run(self, out: Stdout) -> Ending {
+    fn run(self, mut out: Stdout) -> Ending {
         let Job {
             id,
             app,
@@ -63,20 +64,42 @@ impl fastcgi::Job for Job {
             vars.set(name, value.clone());
         }
         let env = vars.to_env(app.guest.pass_http_proxy);
+        let limits = app.guest.limits;
+        // A client that stops reading holds the guest no longer than this.
+        out.set_deadline(Instant::now() + limits.timeout);
         let exchange = Exchange {
             stdin: body,
-            run: watchdog.running(out.peer()),
+            run: watchdog.running(out.peer(), limits.timeout, app.name.clone()),
             out: ResponseWriter::new(out, head_only),
-            stderr: StderrLog::new(app.name.clone(), id),
+            output_left: limits.max_output,
+            over_limit: false,
+            stderr: StderrLog::new(app.name.clone(), id, limits.max_stderr),
         };
         let (outcome, exchange) = app.program.run(app.args.clone(), env, exchange);
-        let Exchange { out, stderr, run, .. } = exchange;
+        let Exchange {
+            out,
+            stderr,
+            run,
+            over_limit,
+            ..
+        } = exchange;
         stderr.finish();
-        // Once the request is given up, whatever the guest did after that
-        // is for nobody.
-        let outcome = if run.stopped() { Outcome::Stopped } else { outcome };
-        finish(out, outcome, &app.name, id)
+        // Once the guest is stopped, whatever it did after that is for
+        // nobody; past its output limit, its response is cut.
+        let ending = match (run.stopped(), over_limit) {
+            (Some(stop), _) => Ended::Stopped(stop),
+            (None, true) => Ended::OutputLimit,
+            (None, false) => Ended::Guest(outcome),
+        };
+        finish(out, ending, &app.name, id)
     }
+}
+
+/// How a run ended, as far as the response is concerned.
+enum Ended {
+    Guest(Outcome),
+    Stopped(Stop),
+    OutputLimit,
 }
 
 impl Job {
@@ -93,7 +116,25 @@ impl Job {
 }
 
 /// Ends the response according to how the guest ended.
-fn finish(out: ResponseWriter<Stdout>, outcome: Outcome, app: &str, req: RequestId) -> Ending {
+fn finish(out: ResponseWriter<Stdout>, ended: Ended, app: &str, req: RequestId) -> Ending {
+    let outcome = match ended {
+        Ended::Guest(outcome) => outcome,
+        Ended::Stopped(Stop::Gone) => Outcome::Stopped,
+        Ended::Stopped(Stop::Timeout) => {
+            tracing::warn!(app, req = %req, "guest stopped at its timeout");
+            return match out.head_error() {
+                Some(_) => out.end_with_error(504, TIMEOUT_APP_STATUS),
+                None => out.cut(),
+            };
+        }
+        Ended::OutputLimit => {
+            tracing::warn!(app, req = %req, "guest output reached limits.max_output; response truncated");
+            return match out.head_error() {
+                Some(_) => out.end_with_error(502, 0),
+                None => out.cut(),
+            };
+        }
+    };
     match (out.head_error(), outcome) {
         (_, Outcome::Stopped) => {
             tracing::info!(app, req = %req, "the web server gave up on the request; guest stopped");
@@ -127,22 +168,25 @@ struct StderrLog {
     req: RequestId,
     line: Vec<u8>,
     total: usize,
+    /// Bytes logged at most; the rest is counted.
+    max: usize,
 }
 
 impl StderrLog {
-    fn new(app: Arc<str>, req: RequestId) -> Self {
+    fn new(app: Arc<str>, req: RequestId, max: usize) -> Self {
         StderrLog {
             app,
             req,
             line: Vec::new(),
             total: 0,
+            max,
         }
     }
 
     fn write(&mut self, data: &[u8]) {
         let before = self.total;
         self.total = self.total.saturating_add(data.len());
-        let room = MAX_STDERR.saturating_sub(before);
+        let room = self.max.saturating_sub(before);
         for piece in data[..data.len().min(room)].split_inclusive(|&b| b == b'\n') {
             let (text, ends) = match piece.strip_suffix(b"\n") {
                 Some(text) => (text, true),
@@ -154,12 +198,13 @@ impl StderrLog {
                 self.emit();
             }
         }
-        if before < MAX_STDERR && self.total >= MAX_STDERR {
+        if before < self.max && self.total >= self.max {
             self.emit();
             tracing::warn!(
                 app = &*self.app,
                 req = %self.req,
-                "guest stderr reached {MAX_STDERR} bytes; the rest is not logged"
+                "guest stderr reached {} bytes; the rest is not logged",
+                self.max
             );
         }
     }
@@ -178,7 +223,7 @@ impl StderrLog {
 
     fn finish(mut self) {
         self.emit();
-        if self.total > MAX_STDERR {
+        if self.total > self.max {
             tracing::warn!(
                 app = &*self.app,
                 req = %self.req,
@@ -193,23 +238,34 @@ impl StderrLog {
 struct Exchange {
     stdin: Body,
     out: ResponseWriter<Stdout>,
+    /// Output bytes the guest may still write (`limits.max_output`).
+    output_left: u64,
+    /// It tried to write more.
+    over_limit: bool,
     stderr: StderrLog,
     run: Run,
 }
 
 impl Stdio for Exchange {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        if self.run.stopped() {
+        if self.run.stopped().is_some() {
             return Err(io::ErrorKind::ConnectionAborted.into());
         }
         self.stdin.read(buf)
     }
 
     fn write(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.run.stopped() {
+        if self.run.stopped().is_some() || self.over_limit {
             return Err(io::ErrorKind::ConnectionAborted.into());
         }
-        self.out.write(data)
+        let allowed = usize::try_from(self.output_left).map_or(data.len(), |left| left.min(data.len()));
+        self.output_left -= allowed as u64;
+        self.out.write(&data[..allowed])?;
+        if allowed < data.len() {
+            self.over_limit = true;
+            return Err(io::ErrorKind::FileTooLarge.into());
+        }
+        Ok(())
     }
 
     fn flush(&mut self) -> io::Result<()> {

@@ -16,7 +16,7 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -24,8 +24,8 @@ use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, send};
 
-use super::kind;
-use super::record::{put_stream, scan_for_abort};
+use super::record::{put_end_request, put_record, put_stream, scan_for_abort};
+use super::{kind, status};
 
 /// How a job's response ends.
 #[derive(Debug)]
@@ -49,6 +49,18 @@ pub struct Stdout {
     /// The unread input starts at a record boundary (the connection had
     /// nothing buffered when the job started).
     aligned: bool,
+    /// Shared with [`Peer`]: held while sending.
+    sending: Arc<Mutex<Sending>>,
+    /// When a send blocked by a peer that does not read gives up.
+    deadline: Option<Instant>,
+}
+
+#[derive(Default)]
+struct Sending {
+    /// Some output went out.
+    started: bool,
+    /// The response was given by [`Peer::answer_instead`]: no more output.
+    taken: bool,
 }
 
 impl Stdout {
@@ -59,6 +71,8 @@ impl Stdout {
             frames: BytesMut::new(),
             broken: false,
             aligned,
+            sending: Arc::default(),
+            deadline: None,
         }
     }
 
@@ -68,33 +82,57 @@ impl Stdout {
             id: self.id,
             socket: self.socket.clone(),
             aligned: self.aligned,
+            sending: self.sending.clone(),
         }
     }
 
+    /// Makes sends still blocked at `deadline` fail (`TimedOut`).
+    pub fn set_deadline(&mut self, deadline: Instant) {
+        self.deadline = Some(deadline);
+    }
+
     /// Sends `data` as STDOUT records now, blocking while the peer's socket
-    /// buffer is full. An error means the peer is gone.
+    /// buffer is full. An error means the peer is gone, or too slow.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        if self.broken {
+        let mut sending = lock(&self.sending);
+        if self.broken || sending.taken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
+        sending.started = true;
         self.frames.clear();
         put_stream(&mut self.frames, kind::STDOUT, self.id, data);
-        let sent = send_all(&self.socket, &self.frames);
+        let sent = send_all(&self.socket, &self.frames, self.deadline);
         self.broken = sent.is_err();
         sent
     }
 }
 
+fn lock(sending: &Mutex<Sending>) -> MutexGuard<'_, Sending> {
+    // Two flags, each set by one store: a panic cannot leave them torn.
+    sending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
 /// Writes all of `data` to the non-blocking socket `fd`, waiting in poll(2)
-/// whenever it is full. MSG_NOSIGNAL: a gone peer is an error, not SIGPIPE.
-fn send_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
+/// whenever it is full, until `deadline` at most. MSG_NOSIGNAL: a gone peer
+/// is an error, not SIGPIPE.
+fn send_all(fd: &OwnedFd, mut data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
     while !data.is_empty() {
         match send(fd.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => data = &data[n..],
             Err(Errno::EINTR) => {}
             Err(Errno::EAGAIN) => {
+                let timeout = match deadline {
+                    None => PollTimeout::NONE,
+                    Some(at) => {
+                        let left = at.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            return Err(io::ErrorKind::TimedOut.into());
+                        }
+                        PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX)
+                    }
+                };
                 let mut fds = [PollFd::new(fd.as_fd(), PollFlags::POLLOUT)];
-                match poll(&mut fds, PollTimeout::NONE) {
+                match poll(&mut fds, timeout) {
                     Ok(_) | Err(Errno::EINTR) => {}
                     Err(e) => return Err(e.into()),
                 }
@@ -108,6 +146,9 @@ fn send_all(fd: &OwnedFd, mut data: &[u8]) -> io::Result<()> {
 /// The peer shut its side down (Linux; nix does not name it).
 const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
 
+/// How long [`Peer::answer_instead`] may wait for the peer to take it.
+const ANSWER_WITHIN: Duration = Duration::from_secs(1);
+
 /// Bytes of unread input looked at for an FCGI_ABORT_REQUEST.
 const PEEK: usize = 64 * 1024;
 
@@ -117,6 +158,7 @@ pub struct Peer {
     id: u16,
     socket: Arc<OwnedFd>,
     aligned: bool,
+    sending: Arc<Mutex<Sending>>,
 }
 
 /// How a peer gave up on a request.
@@ -130,6 +172,25 @@ pub enum Gone {
 }
 
 impl Peer {
+    /// Gives `stdout` as the whole response, ended with `app_status`, in
+    /// place of the job's, if the job has sent nothing and is not sending:
+    /// for a job that will never end. Returns whether it did. The job's
+    /// later sends fail.
+    pub fn answer_instead(&self, stdout: &[u8], app_status: u32) -> bool {
+        let Ok(mut sending) = self.sending.try_lock() else {
+            return false;
+        };
+        if sending.started || sending.taken {
+            return false;
+        }
+        sending.taken = true;
+        let mut frames = BytesMut::new();
+        put_stream(&mut frames, kind::STDOUT, self.id, stdout);
+        put_record(&mut frames, kind::STDOUT, self.id, &[]);
+        put_end_request(&mut frames, self.id, app_status, status::REQUEST_COMPLETE);
+        send_all(&self.socket, &frames, Some(Instant::now() + ANSWER_WITHIN)).is_ok()
+    }
+
     /// Waits up to `timeout` (zero: just looks) for the peer to give up on
     /// the request. Reads nothing.
     pub fn wait_gone(&self, timeout: Duration) -> Option<Gone> {

@@ -79,9 +79,9 @@ fn page_size() -> usize {
 
 thread_local! {
     static FREE: RefCell<Vec<Reservation>> = const { RefCell::new(Vec::new()) };
-    /// The image for the memory the instantiation in progress on this
-    /// thread creates (see [`with_image`]).
-    static PENDING_IMAGE: RefCell<Option<Arc<Image>>> = const { RefCell::new(None) };
+    /// The image and the page limit for the memory the instantiation in
+    /// progress on this thread creates (see [`with_image`]).
+    static PENDING: RefCell<Pending> = const { RefCell::new(Pending { image: None, limit: None }) };
 }
 
 /// A module's initial memory contents, sealed in a memfd.
@@ -110,13 +110,24 @@ impl Image {
     }
 }
 
+#[derive(Default)]
+struct Pending {
+    image: Option<Arc<Image>>,
+    /// Pages the memory may grow to, below what the module declares.
+    limit: Option<Pages>,
+}
+
 /// Runs `instantiate` with `image` as the initial contents of the memory the
 /// instantiation creates on this thread (the module's data segments having
-/// been stripped in favour of the image).
-pub fn with_image<R>(image: Option<&Arc<Image>>, instantiate: impl FnOnce() -> R) -> R {
-    PENDING_IMAGE.set(image.cloned());
+/// been stripped in favour of the image), and `limit` pages as its maximum
+/// if that is lower than the module's.
+pub fn with_image<R>(image: Option<&Arc<Image>>, limit: Option<Pages>, instantiate: impl FnOnce() -> R) -> R {
+    PENDING.set(Pending {
+        image: image.cloned(),
+        limit,
+    });
     let result = instantiate();
-    PENDING_IMAGE.set(None);
+    PENDING.take();
     result
 }
 
@@ -395,10 +406,12 @@ unsafe impl Sync for PooledMemory {}
 
 impl PooledMemory {
     fn new(ty: MemoryType, definition: NonNull<VMMemoryDefinition>) -> Result<Self, MemoryError> {
+        let Pending { image, limit } = PENDING.take();
         let maximum = ty
             .maximum
             .unwrap_or(MemoryStyle::static_bound())
-            .min(MemoryStyle::static_bound());
+            .min(MemoryStyle::static_bound())
+            .min(limit.unwrap_or(MemoryStyle::static_bound()));
         if ty.minimum > maximum {
             return Err(MemoryError::MinimumMemoryTooLarge {
                 min_requested: ty.minimum,
@@ -406,7 +419,6 @@ impl PooledMemory {
             });
         }
         let region = |e: io::Error| MemoryError::Region(e.to_string());
-        let image = PENDING_IMAGE.take();
         if image.as_ref().is_some_and(|i| i.len > ty.minimum.bytes().0) {
             return Err(MemoryError::Generic(
                 "the memory image is larger than the memory".into(),
@@ -526,8 +538,11 @@ mod tests {
             Probe::with_image(module, None)
         }
         fn with_image(module: &Module, image: Option<&Arc<Image>>) -> Probe {
+            Probe::with(module, image, None)
+        }
+        fn with(module: &Module, image: Option<&Arc<Image>>, limit: Option<Pages>) -> Probe {
             let mut store = Store::new(engine());
-            let instance = with_image(image, || {
+            let instance = with_image(image, limit, || {
                 Instance::new(&mut store, module, &imports! {}).map_err(|e| e.to_string())
             })
             .unwrap();
@@ -595,6 +610,19 @@ mod tests {
         assert!(p.load(10 * 65536 - 4).is_ok());
         assert_eq!(p.grow(1), -1, "past the declared maximum of 10 pages");
         assert!(p.load(10 * 65536).is_err());
+    }
+
+    #[test]
+    fn a_limit_below_the_declared_maximum_stops_growth_there() {
+        let module = probe_module();
+        let mut p = Probe::with(&module, None, Some(Pages(4)));
+        assert_eq!(p.grow(3), 1);
+        assert_eq!(p.grow(1), -1, "past the limit of 4 pages");
+        assert!(p.load(4 * 65536).is_err());
+        // A limit above the declared maximum changes nothing.
+        let mut p = Probe::with(&module, None, Some(Pages(64)));
+        assert_eq!(p.grow(9), 1);
+        assert_eq!(p.grow(1), -1);
     }
 
     #[test]
@@ -688,7 +716,7 @@ mod tests {
         let (_, image, _) = imaged(9);
         let mut store = Store::new(engine());
         let small = probe_module();
-        let instantiated = with_image(Some(&image), || {
+        let instantiated = with_image(Some(&image), None, || {
             Instance::new(&mut store, &small, &imports! {}).map_err(|e| e.to_string())
         });
         assert!(instantiated.is_err());

@@ -33,6 +33,8 @@ pub struct Program {
     /// The WASI functions it imports, in import order.
     imports: Vec<String>,
     preopens: Arc<[wasi::Preopen]>,
+    /// Pages a memory may grow to, if lower than the module declares.
+    memory_limit: Option<wasmer::Pages>,
 }
 
 /// A host directory a guest sees, read-only, at `guest` (an absolute path).
@@ -97,6 +99,8 @@ pub enum Error {
     Link { path: PathBuf, why: String },
     #[error("initializing {path} failed: {why}")]
     Init { path: PathBuf, why: String },
+    #[error("module {path} needs {needs} bytes of memory at start, over the limit of {limit}")]
+    MemoryLimit { path: PathBuf, needs: u64, limit: u64 },
     #[error("cannot make the memory image of {path}: {source}")]
     Image { path: PathBuf, source: std::io::Error },
     #[error("cannot open mount {host} (for {guest}): {source}")]
@@ -158,6 +162,7 @@ impl Engine {
             engine: self.engine.clone(),
             imports,
             preopens,
+            memory_limit: None,
         })
     }
 
@@ -221,6 +226,26 @@ fn open_mounts(mounts: &[Mount]) -> Result<Arc<[wasi::Preopen]>, Error> {
 }
 
 impl Program {
+    /// Caps each instance's memory at `bytes` (whole 64 KiB pages): growing
+    /// past it fails as growing past the module's own maximum does. A
+    /// module whose memory starts larger is refused.
+    pub fn with_memory_limit(mut self, path: &Path, bytes: u64) -> Result<Program, Error> {
+        let pages = u32::try_from(bytes / 65536).unwrap_or(u32::MAX);
+        for export in self.module.exports() {
+            if let wasmer::ExternType::Memory(ty) = export.ty()
+                && u64::from(ty.minimum.0) > u64::from(pages)
+            {
+                return Err(Error::MemoryLimit {
+                    path: path.into(),
+                    needs: u64::from(ty.minimum.0) * 65536,
+                    limit: bytes,
+                });
+            }
+        }
+        self.memory_limit = Some(wasmer::Pages(pages));
+        Ok(self)
+    }
+
     /// Runs the guest's `_start` in a fresh instance, on the calling thread,
     /// and hands `stdio` back with the outcome.
     pub fn run<S: Stdio>(&self, args: CStrings, env: CStrings, stdio: S) -> (Outcome, S) {

@@ -102,6 +102,7 @@ impl Spawner {
 pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
+        ignore_user_signals();
         let mut bound = Bound::bind(server)?;
         let spawner = Arc::new(Spawner {
             config: config.canonicalize()?,
@@ -184,6 +185,26 @@ fn report(pid: Option<u32>, status: io::Result<ExitStatus>) {
     match status {
         Ok(status) => tracing::error!(pid, "worker exited ({status}); starting another"),
         Err(e) => tracing::error!(pid, "cannot wait for a worker: {e}; starting another"),
+    }
+}
+
+/// Logs and otherwise ignores SIGUSR1 and SIGUSR2, whose default action
+/// would end the process: wcgid gives them no meaning, and a stray one
+/// (`kill -USR1`) must not take requests down. Call inside the runtime.
+pub fn ignore_user_signals() {
+    use tokio::signal::unix::{SignalKind, signal};
+    for (kind, name) in [
+        (SignalKind::user_defined1(), "SIGUSR1"),
+        (SignalKind::user_defined2(), "SIGUSR2"),
+    ] {
+        match signal(kind) {
+            Ok(mut stream) => drop(tokio::spawn(async move {
+                while stream.recv().await.is_some() {
+                    tracing::info!("{name} ignored");
+                }
+            })),
+            Err(e) => tracing::warn!("cannot handle {name}: {e}"),
+        }
     }
 }
 

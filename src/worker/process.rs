@@ -10,18 +10,14 @@ use nix::sys::signal::Signal;
 use tokio::sync::watch;
 
 use crate::cgi::{Gateway, Router, Watchdog};
-use crate::config::Server;
+use crate::config::Config;
 use crate::fastcgi::Caps;
 use crate::listener::{self, Listener};
 use crate::sandbox::Engine;
 
-/// Total bytes of one request's FastCGI PARAMS.
-const MAX_PARAMS_BYTES: usize = 1 << 20;
-/// Name-value pairs in one request's FastCGI PARAMS.
-const MAX_PARAMS: usize = 10_000;
-
 /// Serves connections from the inherited listening socket until SIGTERM.
-pub fn run(engine: Engine, router: Router, server: &Server) -> anyhow::Result<()> {
+pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()> {
+    let server = &config.server;
     // The supervisor's death ends the worker, even in the middle of a guest.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
     if nix::unistd::getppid().as_raw() == 1 {
@@ -30,6 +26,7 @@ pub fn run(engine: Engine, router: Router, server: &Server) -> anyhow::Result<()
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
+        super::ignore_user_signals();
         let listener = Listener::inherit()?;
         let gateway = Rc::new(Gateway::new(router, engine, Watchdog::start()?));
         // GET_VALUES answers for the application; each worker takes its
@@ -38,8 +35,8 @@ pub fn run(engine: Engine, router: Router, server: &Server) -> anyhow::Result<()
         let caps = Caps {
             max_conns: server.max_connections,
             max_reqs: server.max_connections,
-            max_params_bytes: MAX_PARAMS_BYTES,
-            max_params: MAX_PARAMS,
+            max_params_bytes: config.params.bytes,
+            max_params: config.params.count,
         };
         let (stop_tx, stop) = watch::channel(false);
         let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;

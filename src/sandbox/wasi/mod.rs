@@ -172,7 +172,7 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
                 .into()
         })
         .collect();
-    let instantiated = memory::with_image(program.image.as_ref(), || {
+    let instantiated = memory::with_image(program.image.as_ref(), program.memory_limit, || {
         Instance::new_by_index(store, &program.module, &externs).map_err(|e| e.to_string())
     });
     let instance = match instantiated {
