@@ -47,6 +47,7 @@ struct RawServer {
     listen: String,
     socket_mode: String,
     socket_group: Option<String>,
+    force_socket_mode: bool,
     workers: usize,
     max_connections: usize,
     cache_dir: Option<PathBuf>,
@@ -58,6 +59,7 @@ impl Default for RawServer {
             listen: "unix:/run/wcgid/wcgid.sock".into(),
             socket_mode: "0660".into(),
             socket_group: None,
+            force_socket_mode: false,
             workers: 0,
             max_connections: 1024,
             cache_dir: None,
@@ -362,6 +364,16 @@ impl RawServer {
                     "must be octal permission bits like \"0660\"",
                 )
             })?;
+        // Anyone who can write to the socket can run any app with any
+        // params: world-writable only on purpose.
+        if socket_mode & 0o002 != 0 && !self.force_socket_mode {
+            return Err(invalid(
+                "server.socket_mode",
+                &self.socket_mode,
+                "lets every local user send FastCGI requests; use 0660 with socket_group, \
+                 or set server.force_socket_mode = true",
+            ));
+        }
         let socket_group = self
             .socket_group
             .map(|g| {
@@ -729,6 +741,12 @@ mod tests {
     }
 
     #[test]
+    fn a_world_writable_socket_must_be_forced() {
+        let c = load("[server]\nsocket_mode = \"0666\"\nforce_socket_mode = true\n", &[]).unwrap();
+        assert_eq!(c.server.socket_mode, 0o666);
+    }
+
+    #[test]
     fn limits_have_defaults_and_apps_override_them() {
         let c = load("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n", &[]).unwrap();
         let want = Limits {
@@ -772,6 +790,10 @@ mod tests {
             ("[limits]\nmax_params = \"1B\"\n", &["limits.max_params", "1KiB"]),
             ("[limits]\nmax_params_count = 0\n", &["limits.max_params_count"]),
             ("[limits]\nfuel = 1000\n", &["limits.fuel", "not implemented"]),
+            (
+                "[server]\nsocket_mode = \"0666\"\n",
+                &["server.socket_mode", "force_socket_mode"],
+            ),
             (
                 "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n[app.limits]\ntimeout = \"x\"\n",
                 &["app[0].limits.timeout", "\"x\""],
