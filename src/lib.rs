@@ -4,14 +4,17 @@
 //! # Layout
 //! A request flows through the modules in this order:
 //!
-//! - [`listener`]: the Unix or TCP socket and the accept loop;
+//! - [`listener`]: the Unix or TCP socket, bound by the supervisor, and each
+//!   worker process's accept loop on it;
 //! - [`fastcgi`]: FastCGI records in and out, one request per connection at a
 //!   time (FastCGI 1.0);
 //! - [`cgi`]: which program runs, its RFC 3875 environment and body, and its
 //!   output checked and rewritten as a CGI response;
-//! - [`worker`]: the worker processes the daemon hands requests to;
-//! - [`sandbox`]: in a worker, the compiled module, a fresh instance per
-//!   request and the WASI host functions it calls.
+//! - [`sandbox`]: the compiled module, a fresh instance per request and the
+//!   WASI host functions it calls.
+//!
+//! [`worker`] holds the supervisor, which keeps the worker processes
+//! running, and a worker's main loop.
 //!
 //! Beside them: [`config`] reads and validates the configuration,
 //! [`preinit`] is the Wizer-compatible snapshot tool, [`cli`] is the command

@@ -12,6 +12,7 @@ pub mod response;
 mod script;
 pub mod watchdog;
 
+pub use env::MetaVars;
 pub use gateway::Gateway;
 pub use script::Router;
 pub use watchdog::Watchdog;

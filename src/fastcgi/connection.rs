@@ -17,6 +17,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
+use tokio::time::Instant;
 
 use super::params::{Params, put_pair};
 use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type, scan_for_abort};
@@ -26,6 +27,18 @@ use super::{Error, KEEP_CONN, ROLE_RESPONDER, kind, status};
 /// How long a closing connection waits for the peer's remaining bytes, so that
 /// closing with unread input cannot reset the tail of the response (§3.5).
 const LINGER: Duration = Duration::from_secs(2);
+/// How long a new connection may stay silent before its first request.
+const FIRST_REQUEST_WITHIN: Duration = Duration::from_secs(10);
+/// How long a kept connection may idle between requests: longer than nginx
+/// keeps an idle upstream connection (60 s), so that nginx closes first.
+const IDLE_WITHIN: Duration = Duration::from_secs(600);
+/// How long a request's PARAMS may take, from its BEGIN_REQUEST.
+const PARAMS_WITHIN: Duration = Duration::from_secs(10);
+/// How long a request's whole input (PARAMS and STDIN) may take, and how
+/// long it may pause between records: a peer trickling bytes (slowloris)
+/// holds a connection that long at most, and never an instance.
+const INPUT_WITHIN: Duration = Duration::from_secs(300);
+const INPUT_PAUSE: Duration = Duration::from_secs(30);
 /// appStatus of a request ended by FCGI_ABORT_REQUEST (§5.4) before its
 /// program finished.
 pub const ABORTED_APP_STATUS: u32 = 1;
@@ -74,6 +87,8 @@ pub trait Job {
 struct Current<J> {
     id: u16,
     keep_conn: bool,
+    /// When its BEGIN_REQUEST came.
+    began: Instant,
     /// The PARAMS stream while it is being received. `oversized` once it
     /// passed the caps: the rest is dropped.
     params: Option<BytesMut>,
@@ -122,21 +137,41 @@ where
         caps,
         current: None,
     };
+    // Whether the peer has sent anything yet, and when it last did.
+    let mut heard = false;
+    let mut last = Instant::now();
     loop {
-        let record = if conn.current.is_none() {
+        let record = match &conn.current {
             // Idle: a stop closes the connection; nothing is lost.
-            tokio::select! {
-                biased;
-                _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                record = conn.reader.next() => record?,
+            None => {
+                let idle = if heard { IDLE_WITHIN } else { FIRST_REQUEST_WITHIN };
+                tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
+                    record = tokio::time::timeout_at(last + idle, conn.reader.next()) => match record {
+                        Ok(record) => record?,
+                        Err(_) => return Ok(()),
+                    },
+                }
             }
-        } else {
-            conn.reader.next().await?
+            Some(cur) => {
+                let phase = if cur.params.is_some() {
+                    cur.began + PARAMS_WITHIN
+                } else {
+                    cur.began + INPUT_WITHIN
+                };
+                let deadline = phase.min(last + INPUT_PAUSE);
+                tokio::time::timeout_at(deadline, conn.reader.next())
+                    .await
+                    .map_err(|_| Error::Slow { id: cur.id })??
+            }
         };
         let Some(record) = record else {
             return Ok(());
         };
-        match conn.on_record(record).await? {
+        let next = conn.on_record(record).await?;
+        (heard, last) = (true, Instant::now());
+        match next {
             Next::Continue => {}
             Next::Close { linger } => return conn.out.close(conn.reader, linger).await,
             Next::Drop => return Ok(()),
@@ -221,6 +256,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, H: Handler> Connection<'_, R, 
                 self.current = Some(Current {
                     id: record.id,
                     keep_conn,
+                    began: Instant::now(),
                     params: Some(BytesMut::new()),
                     oversized: false,
                     job: None,
@@ -1008,6 +1044,56 @@ mod tests {
         assert!(out[..3_000_000].iter().all(|&b| b == b'z'));
         drop(client);
         server.result().await.unwrap();
+    }
+
+    /// A connection that never speaks is closed after FIRST_REQUEST_WITHIN;
+    /// one that served a request may idle far longer.
+    #[tokio::test(start_paused = true)]
+    async fn silent_connections_are_closed() {
+        let (mut silent, server) = start(Echo::default());
+        tokio::time::sleep(FIRST_REQUEST_WITHIN + Duration::from_secs(1)).await;
+        assert!(at_eof(&mut silent).await);
+        server.result().await.unwrap();
+
+        let (mut kept, server) = start(Echo::default());
+        kept.write_all(&request(1, KEEP_CONN, &[], b"")).await.unwrap();
+        assert_eq!(response(&mut RecordReader::new(&mut kept), 1).await.0, b"stdin 0 0\n");
+        tokio::time::sleep(FIRST_REQUEST_WITHIN * 3).await;
+        kept.write_all(&request(1, 0, &[], b"")).await.unwrap();
+        assert_eq!(response(&mut RecordReader::new(&mut kept), 1).await.0, b"stdin 0 0\n");
+        server.result().await.unwrap();
+    }
+
+    /// A request whose input stalls, or trickles on for too long, closes the
+    /// connection (slowloris); its job never runs.
+    #[tokio::test(start_paused = true)]
+    async fn stalled_or_trickling_input_closes_the_connection() {
+        let echo = Echo::default();
+        let runs = echo.runs.clone();
+        let (mut stalled, server) = start(echo);
+        stalled.write_all(&head(1, 0, &[])).await.unwrap();
+        tokio::time::sleep(INPUT_PAUSE + Duration::from_secs(1)).await;
+        assert!(at_eof(&mut stalled).await);
+        assert!(matches!(server.result().await, Err(Error::Slow { id: 1 })));
+
+        // PARAMS a record at a time, each well within the pause.
+        let (mut trickle, server) = start(Echo::default());
+        trickle.write_all(&begin(1, ROLE_RESPONDER, 0)).await.unwrap();
+        let mut closed = false;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            if trickle
+                .write_all(&rec(kind::PARAMS, 1, &pairs(&[(b"A", b"b")])))
+                .await
+                .is_err()
+            {
+                closed = true;
+                break;
+            }
+        }
+        assert!(closed || at_eof(&mut trickle).await);
+        assert!(matches!(server.result().await, Err(Error::Slow { id: 1 })));
+        assert!(runs.lock().unwrap().is_empty());
     }
 
     /// A stop closes idle connections at once, and lets a request whose body

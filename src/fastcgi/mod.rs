@@ -78,4 +78,6 @@ pub enum Error {
     Params(#[from] params::Error),
     #[error("record type {kind} is not valid for request {id} at this point")]
     Unexpected { kind: u8, id: u16 },
+    #[error("request {id}'s input stalled or took too long")]
+    Slow { id: u16 },
 }
