@@ -38,6 +38,7 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone fuel_stops_a_spinning_guest_inside_its_worker,
     Alone memory_limit_below_a_modules_start_is_refused,
     Alone listen_can_be_overridden_from_the_environment,
     Alone stale_socket_file_is_replaced,
@@ -518,6 +519,28 @@ fn timeout_ends_a_spinning_guest_and_its_worker_is_replaced(dir: &Path) {
     assert_eq!(after.len(), 1);
     assert_ne!(before, after, "the spinning worker must have been replaced");
     assert!(d.log().contains("ending this worker"), "log:\n{}", d.log());
+}
+
+/// With `fuel`, the app's code is metered: a spinning guest spends its
+/// fuel and is stopped where it is (504), with no worker ended; a guest
+/// within its budget answers as usual.
+fn fuel_stops_a_spinning_guest_inside_its_worker(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\n[limits]\nfuel = 50000000", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let before = workers_of(d.pid());
+    assert_hello(&socket, "metered");
+    let started = std::time::Instant::now();
+    let ex = cases(&socket, "spin");
+    assert_eq!(ex.cgi().status, 504, "{}; log:\n{}", ex.summary(), d.log());
+    assert_eq!(ex.ended().app_status, 124);
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "after {:?}",
+        started.elapsed()
+    );
+    assert!(d.log().contains("spent its fuel"), "log:\n{}", d.log());
+    assert_hello(&socket, "after");
+    assert_eq!(workers_of(d.pid()), before, "no worker was replaced");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

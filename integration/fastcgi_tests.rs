@@ -33,6 +33,7 @@ tests! {
     Shared request_sent_a_byte_at_a_time_is_served,
     Shared padding_on_every_record_is_ignored,
     Shared records_for_inactive_requests_are_ignored,
+    Shared records_smuggled_in_stdin_are_plain_data,
     Shared data_record_in_a_responder_request_does_not_hang,
     Shared unread_body_is_skipped_and_the_connection_reused,
     Shared thousands_of_params_pass,
@@ -402,6 +403,21 @@ fn padding_on_every_record_is_ignored(f: &Fixture) {
     conn.send(&bytes);
     let ex = conn.response(1);
     assert_eq!(ex.cgi().text(), "abcdef", "{}", ex.summary());
+}
+
+/// A body that holds FastCGI records (another request, an END_REQUEST) is
+/// the body, byte for byte: nothing in it is taken for a record
+/// (conformance.md #74).
+fn records_smuggled_in_stdin_are_plain_data(f: &Fixture) {
+    let mut smuggled = fcgi::request(2, 0, &Params::get("/cases", "trap"), b"");
+    smuggled.extend(record(END_REQUEST, 1, &[0, 0, 0, 0, 0, 0, 0, 0]));
+    let params = Params::cgi("POST", "/echo", "").with("CONTENT_LENGTH", smuggled.len().to_string());
+    let mut conn = f.conn();
+    let ex = conn.exchange(1, KEEP_CONN, &params, &smuggled);
+    assert_eq!(ex.cgi().body, smuggled, "{}", ex.summary());
+    assert!(ex.records.iter().all(|r| r.id == 1), "{}", ex.summary());
+    let ex = conn.exchange(1, 0, &hello(), b"");
+    assert_eq!(String::from_utf8_lossy(&ex.stdout), HELLO_STDOUT);
 }
 
 fn records_for_inactive_requests_are_ignored(f: &Fixture) {

@@ -184,6 +184,9 @@ pub struct Limits {
     pub max_output: u64,
     /// Stderr bytes logged.
     pub max_stderr: usize,
+    /// Fuel (Wasmer metering points, one per operator) of a run; 0: the
+    /// app's code is not metered.
+    pub fuel: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -473,6 +476,7 @@ impl RawLimits {
             max_body: 0,
             max_output: 0,
             max_stderr: 0,
+            fuel: 0,
         };
         let limits = defaults.over(placeholder, "limits.")?;
         let bytes = parse_size(&self.max_params)
@@ -535,16 +539,6 @@ impl RawGuestLimits {
                 })
                 .map_err(|why| invalid(format!("{key}timeout"), &value, why))?,
         };
-        // Fuel (Wasmer metering points per run) is a configuration key
-        // already, so that configurations stay valid once it is metered.
-        let fuel = self.fuel.unwrap_or(0);
-        if fuel != 0 {
-            return Err(invalid(
-                format!("{key}fuel"),
-                fuel,
-                "metering is not implemented yet; only 0 (off) is accepted",
-            ));
-        }
         Ok(Limits {
             // Whole pages: what memory.grow counts in.
             memory: memory / WASM_PAGE * WASM_PAGE,
@@ -552,6 +546,7 @@ impl RawGuestLimits {
             max_body: size("max_body", self.max_body, defaults.max_body, 0..=1 << 40)?,
             max_output: size("max_output", self.max_output, defaults.max_output, 1024..=1 << 40)?,
             max_stderr: size("max_stderr", self.max_stderr, defaults.max_stderr as u64, 0..=1 << 30)? as usize,
+            fuel: self.fuel.unwrap_or(defaults.fuel),
         })
     }
 }
@@ -755,6 +750,7 @@ mod tests {
             max_body: 16 << 20,
             max_output: 64 << 20,
             max_stderr: 64 << 10,
+            fuel: 0,
         };
         assert_eq!(c.apps[0].guest.limits, want);
         assert_eq!(
@@ -789,7 +785,6 @@ mod tests {
             ("[limits]\ntimeout = \"0s\"\n", &["limits.timeout", "1ms"]),
             ("[limits]\nmax_params = \"1B\"\n", &["limits.max_params", "1KiB"]),
             ("[limits]\nmax_params_count = 0\n", &["limits.max_params_count"]),
-            ("[limits]\nfuel = 1000\n", &["limits.fuel", "not implemented"]),
             (
                 "[server]\nsocket_mode = \"0666\"\n",
                 &["server.socket_mode", "force_socket_mode"],

@@ -20,7 +20,7 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// `wcgid` with a clean slate: no `WCGID_*` variable of the caller's
 /// environment (they would override the test's config), log level info.
 pub fn command() -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_wcgid"));
+    let mut cmd = Command::new(binary());
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WCGID_") {
             cmd.env_remove(name);
@@ -220,4 +220,10 @@ impl Drop for Daemon {
             self.stop();
         }
     }
+}
+
+/// The daemon under test: `WCGID_TEST_BIN` (scripts/test sets it to the
+/// `panic = "abort"` build for a second run), else the one cargo built.
+fn binary() -> std::ffi::OsString {
+    std::env::var_os("WCGID_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wcgid").into())
 }

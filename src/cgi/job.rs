@@ -122,17 +122,11 @@ fn finish(out: ResponseWriter<Stdout>, ended: Ended, app: &str, req: RequestId) 
         Ended::Stopped(Stop::Gone) => Outcome::Stopped,
         Ended::Stopped(Stop::Timeout) => {
             tracing::warn!(app, req = %req, "guest stopped at its timeout");
-            return match out.head_error() {
-                Some(_) => out.end_with_error(504, TIMEOUT_APP_STATUS),
-                None => out.cut(),
-            };
+            return cut_short(out, 504, TIMEOUT_APP_STATUS);
         }
         Ended::OutputLimit => {
             tracing::warn!(app, req = %req, "guest output reached limits.max_output; response truncated");
-            return match out.head_error() {
-                Some(_) => out.end_with_error(502, 0),
-                None => out.cut(),
-            };
+            return cut_short(out, 502, 0);
         }
     };
     match (out.head_error(), outcome) {
@@ -142,6 +136,10 @@ fn finish(out: ResponseWriter<Stdout>, ended: Ended, app: &str, req: RequestId) 
                 tail: Bytes::new(),
                 app_status: ABORTED_APP_STATUS,
             }
+        }
+        (_, Outcome::OutOfFuel) => {
+            tracing::warn!(app, req = %req, "guest spent its fuel (limits.fuel) and was stopped");
+            cut_short(out, 504, TIMEOUT_APP_STATUS)
         }
         (None, Outcome::Exit(code)) => out.end(code),
         (None, Outcome::Trap(why)) => {
@@ -159,6 +157,15 @@ fn finish(out: ResponseWriter<Stdout>, ended: Ended, app: &str, req: RequestId) 
             tracing::warn!(app, req = %req, "guest trapped, answering 502: {why}");
             out.end_with_error(502, TRAP_APP_STATUS)
         }
+    }
+}
+
+/// Ends a response the guest could not finish: with the gateway's `code`
+/// page while no header block went out, else cut short.
+fn cut_short(out: ResponseWriter<Stdout>, code: u16, app_status: u32) -> Ending {
+    match out.head_error() {
+        Some(_) => out.end_with_error(code, app_status),
+        None => out.cut(),
     }
 }
 

@@ -39,9 +39,11 @@ pub struct App {
 
 impl App {
     fn load(engine: &Engine, name: &str, module: &Path, guest: &Guest) -> Result<App, sandbox::Error> {
-        let program = engine
-            .load(module, &guest.mounts)?
-            .with_memory_limit(module, guest.limits.memory)?;
+        let program = match guest.limits.fuel {
+            0 => engine.load(module, &guest.mounts)?,
+            fuel => engine.load_metered(module, &guest.mounts)?.with_fuel(fuel),
+        }
+        .with_memory_limit(module, guest.limits.memory)?;
         let mut args = CStrings::default();
         args.push(&[module.file_name().unwrap_or(module.as_os_str()).as_bytes()]);
         Ok(App {

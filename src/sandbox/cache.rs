@@ -68,10 +68,11 @@ impl Cache {
         Ok(Cache { dir: dir.into(), salt })
     }
 
-    fn key(&self, wasm: &[u8]) -> [u8; 32] {
+    /// The entry's key: `metered` code (with fuel metering) is other code.
+    fn key(&self, wasm: &[u8], metered: bool) -> [u8; 32] {
         let mut hash = Sha256::new();
         hash.update(self.salt.as_bytes());
-        hash.update([0]);
+        hash.update([u8::from(metered)]);
         hash.update(wasm);
         hash.finalize().into()
     }
@@ -83,8 +84,8 @@ impl Cache {
 
     /// The entry for `wasm`, if a sound one is stored. A damaged entry is
     /// logged and removed.
-    pub fn get(&self, engine: &wasmer::Engine, wasm: &[u8]) -> Option<Entry> {
-        let key = self.key(wasm);
+    pub fn get(&self, engine: &wasmer::Engine, wasm: &[u8], metered: bool) -> Option<Entry> {
+        let key = self.key(wasm, metered);
         let path = self.path(&key);
         let file = match std::fs::read(&path) {
             Ok(file) => file,
@@ -120,8 +121,8 @@ impl Cache {
 
     /// Stores `module` and `image` for `wasm`. Failing to is logged, not
     /// fatal: the module is compiled, only not kept.
-    pub fn put(&self, wasm: &[u8], module: &wasmer::Module, image: Option<&[u8]>) {
-        let key = self.key(wasm);
+    pub fn put(&self, wasm: &[u8], metered: bool, module: &wasmer::Module, image: Option<&[u8]>) {
+        let key = self.key(wasm, metered);
         let path = self.path(&key);
         let stored = module
             .serialize()
@@ -229,16 +230,17 @@ mod tests {
     #[test]
     fn a_stored_entry_comes_back_with_its_image() {
         let (cache, engine, wasm, dir) = setup();
-        assert!(cache.get(&engine, &wasm).is_none());
+        assert!(cache.get(&engine, &wasm, false).is_none());
         let module = wasmer::Module::new(&engine, &wasm).unwrap();
-        cache.put(&wasm, &module, Some(b"image bytes"));
-        let entry = cache.get(&engine, &wasm).expect("stored");
+        cache.put(&wasm, false, &module, Some(b"image bytes"));
+        let entry = cache.get(&engine, &wasm, false).expect("stored");
+        assert!(cache.get(&engine, &wasm, true).is_none(), "metered code is other code");
         assert_eq!(entry.image.as_deref(), Some(&b"image bytes"[..]));
         assert!(entry.module.exports().any(|e| e.name() == "_start"));
         // Another module's bytes find nothing.
         let mut other = wasm.clone();
         other.extend_from_slice(&[0, 1, b'x']); // a trailing custom section
-        assert!(cache.get(&engine, &other).is_none());
+        assert!(cache.get(&engine, &other, false).is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -258,12 +260,12 @@ mod tests {
             ("trailing bytes", |f| f.push(0)),
         ];
         for (what, damage) in damages {
-            cache.put(&wasm, &module, None);
+            cache.put(&wasm, false, &module, None);
             let path = entry_file(&dir);
             let mut file = std::fs::read(&path).unwrap();
             damage(&mut file);
             std::fs::write(&path, &file).unwrap();
-            assert!(cache.get(&engine, &wasm).is_none(), "{what}: loaded anyway");
+            assert!(cache.get(&engine, &wasm, false).is_none(), "{what}: loaded anyway");
             assert!(!path.exists(), "{what}: not removed");
         }
         let _ = std::fs::remove_dir_all(dir);

@@ -14,6 +14,7 @@ pub mod snapshot;
 use std::sync::Arc;
 
 use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
+use wasmer_middlewares::metering::{self, MeteringPoints};
 
 use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
@@ -30,6 +31,8 @@ pub enum Outcome {
     Trap(String),
     /// Its [`Stdio`] stopped it (see [`Stdio::sleep`]).
     Stopped,
+    /// It spent all its fuel (see [`Program::with_fuel`]).
+    OutOfFuel,
 }
 
 /// `proc_exit` unwinds the guest with this error.
@@ -179,6 +182,9 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         Ok(instance) => instance,
         Err(e) => return Outcome::Trap(format!("instantiation failed: {e}")),
     };
+    if let Some(fuel) = program.fuel {
+        metering::set_remaining_points(store, &instance, fuel);
+    }
     let (Some(memory), Ok(start)) = (
         memory_of(&instance),
         instance.exports.get_typed_function::<(), ()>(store, "_start"),
@@ -191,6 +197,12 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         Err(e) => match e.downcast::<ExitCode>() {
             Ok(ExitCode(code)) => Outcome::Exit(code),
             Err(e) if e.downcast_ref::<Stopped>().is_some() => Outcome::Stopped,
+            Err(_)
+                if program.fuel.is_some()
+                    && metering::get_remaining_points(store, &instance) == MeteringPoints::Exhausted =>
+            {
+                Outcome::OutOfFuel
+            }
             Err(e) => Outcome::Trap(e.message()),
         },
     }
