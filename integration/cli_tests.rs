@@ -38,6 +38,8 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone a_non_reading_client_holds_its_guest_until_the_timeout,
+    Alone a_kept_connection_closed_by_the_web_server_logs_no_warning,
     Alone fuel_stops_a_spinning_guest_inside_its_worker,
     Alone memory_limit_below_a_modules_start_is_refused,
     Alone listen_can_be_overridden_from_the_environment,
@@ -541,6 +543,42 @@ fn fuel_stops_a_spinning_guest_inside_its_worker(dir: &Path) {
     assert!(d.log().contains("spent its fuel"), "log:\n{}", d.log());
     assert_hello(&socket, "after");
     assert_eq!(workers_of(d.pid()), before, "no worker was replaced");
+}
+
+/// A client that stops reading a large response: the guest's writes block
+/// on the full socket until the app's timeout, then fail, and the only
+/// worker serves the next request (conformance.md #61).
+fn a_non_reading_client_holds_its_guest_until_the_timeout(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\n[limits]\ntimeout = \"1s\"", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut stalled = fcgi::Conn::connect(&socket);
+    stalled.send(&fcgi::request(1, 0, &Params::get("/cases", "body=100000000"), b""));
+    let started = std::time::Instant::now();
+    let mut next = fcgi::Conn::connect(&socket);
+    next.set_timeout(Duration::from_secs(10));
+    let ex = next.exchange(1, 0, &Params::get("/hello", "name=next"), b"");
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
+    let waited = started.elapsed();
+    assert!(
+        (Duration::from_millis(800)..Duration::from_secs(4)).contains(&waited),
+        "the next request waited {waited:?}"
+    );
+    drop(stalled);
+}
+
+/// nginx closes kept connections it no longer needs: that is no error, and
+/// logs no warning (conformance.md #65).
+fn a_kept_connection_closed_by_the_web_server_logs_no_warning(dir: &Path) {
+    let (config, socket) = config(dir, "", &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    for _ in 0..5 {
+        let mut conn = fcgi::Conn::connect(&socket);
+        let ex = conn.exchange(1, fcgi::KEEP_CONN, &Params::get("/hello", "name=kept"), b"");
+        assert_eq!(ex.cgi().text(), "Hello, kept!\n");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    let log = d.log();
+    assert!(!log.contains("WARN") && !log.contains("ERROR"), "log:\n{log}");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged
