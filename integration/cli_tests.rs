@@ -38,6 +38,7 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone a_request_waiting_too_long_behind_a_guest_gets_503_overloaded,
     Alone a_non_reading_client_holds_its_guest_until_the_timeout,
     Alone a_kept_connection_closed_by_the_web_server_logs_no_warning,
     Alone fuel_stops_a_spinning_guest_inside_its_worker,
@@ -579,6 +580,38 @@ fn a_kept_connection_closed_by_the_web_server_logs_no_warning(dir: &Path) {
     std::thread::sleep(Duration::from_millis(300));
     let log = d.log();
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "log:\n{log}");
+}
+
+/// A request on a connection whose worker runs another connection's long
+/// guest is answered 503 with FCGI_OVERLOADED once it has waited
+/// server.queue_timeout, without running; the long request completes and
+/// the worker serves on (conformance.md #67).
+fn a_request_waiting_too_long_behind_a_guest_gets_503_overloaded(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\nqueue_timeout = \"500ms\"", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    // Accepted by the only worker before its guest starts.
+    let mut waiting = fcgi::Conn::connect(&socket);
+    std::thread::sleep(Duration::from_millis(100));
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    waiting.send(&fcgi::request(
+        1,
+        fcgi::KEEP_CONN,
+        &Params::get("/cases", "stderr=1"),
+        b"",
+    ));
+    let ex = waiting.response(1);
+    let took = started.elapsed();
+    assert_eq!(ex.ended().protocol_status, fcgi::OVERLOADED, "{}", ex.summary());
+    assert_eq!(ex.cgi().status, 503, "{}", ex.summary());
+    assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+    assert_eq!(slow.response(1).cgi().text(), "slept\n");
+    assert_hello(&socket, "after");
+    let log = d.log();
+    assert!(log.contains("queue_timeout"), "log:\n{log}");
+    assert!(!log.contains("stderr:"), "the shed request ran; log:\n{log}");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

@@ -49,6 +49,7 @@ struct RawServer {
     socket_group: Option<String>,
     force_socket_mode: bool,
     workers: usize,
+    queue_timeout: String,
     max_connections: usize,
     cache_dir: Option<PathBuf>,
 }
@@ -61,6 +62,7 @@ impl Default for RawServer {
             socket_group: None,
             force_socket_mode: false,
             workers: 0,
+            queue_timeout: "5s".into(),
             max_connections: 1024,
             cache_dir: None,
         }
@@ -200,6 +202,9 @@ pub struct Server {
     pub workers: usize,
     /// FastCGI connections served at once.
     pub max_connections: usize,
+    /// How long a request may wait behind another connection's guest on
+    /// its worker before it is answered 503 (FCGI_OVERLOADED).
+    pub queue_timeout: Duration,
     /// Where compiled modules are kept between runs (absolute), if anywhere.
     pub cache_dir: Option<PathBuf>,
 }
@@ -394,12 +399,21 @@ impl RawServer {
             n => n,
         }
         .min(self.max_connections);
+        let queue_timeout = parse_duration(&self.queue_timeout)
+            .and_then(|t| {
+                (Duration::from_millis(100)..=Duration::from_secs(3600))
+                    .contains(&t)
+                    .then_some(t)
+                    .ok_or_else(|| "must be from 100ms to 1h".to_owned())
+            })
+            .map_err(|why| invalid("server.queue_timeout", &self.queue_timeout, why))?;
         Ok(Server {
             listen,
             socket_mode,
             socket_group,
             workers,
             max_connections: self.max_connections,
+            queue_timeout,
             cache_dir: self.cache_dir.map(|dir| base.join(dir)),
         })
     }

@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, UnixListener, UnixSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{Listen, Server};
-use crate::fastcgi::{self, Caps, Handler};
+use crate::fastcgi::{self, Caps, Handler, Line, Queue};
 
 /// Pending connections the kernel queues for us: nginx opens many at once.
 const BACKLOG: u32 = 1024;
@@ -253,6 +253,7 @@ pub async fn serve<H: Handler + 'static>(
     handler: Rc<H>,
     caps: Caps,
     limit: usize,
+    queue: Queue,
     mut stop: watch::Receiver<bool>,
 ) {
     let caps = Rc::new(caps);
@@ -269,10 +270,12 @@ pub async fn serve<H: Handler + 'static>(
         let (handler, caps, stop) = (handler.clone(), caps.clone(), stop.clone());
         match accepted {
             Ok(Accepted::Unix(r, w, socket)) => {
-                tokio::task::spawn_local(connection(r, w, socket, handler, caps, stop, permit));
+                let line = queue.register(socket);
+                tokio::task::spawn_local(connection(r, w, line, handler, caps, stop, permit));
             }
             Ok(Accepted::Tcp(r, w, socket)) => {
-                tokio::task::spawn_local(connection(r, w, socket, handler, caps, stop, permit));
+                let line = queue.register(socket);
+                tokio::task::spawn_local(connection(r, w, line, handler, caps, stop, permit));
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -291,7 +294,7 @@ pub async fn serve<H: Handler + 'static>(
 async fn connection<R, W, H>(
     r: R,
     w: W,
-    socket: OwnedFd,
+    line: Arc<Line>,
     handler: Rc<H>,
     caps: Rc<Caps>,
     stop: watch::Receiver<bool>,
@@ -301,7 +304,7 @@ async fn connection<R, W, H>(
     W: AsyncWrite + Unpin,
     H: Handler,
 {
-    match fastcgi::serve(r, w, socket, &*handler, &caps, stop).await {
+    match fastcgi::serve(r, w, line, &*handler, &caps, stop).await {
         Ok(()) => {}
         Err(fastcgi::Error::Io(e)) => tracing::debug!("connection ended: {e}"),
         Err(e) => tracing::warn!("closing FastCGI connection: {e}"),

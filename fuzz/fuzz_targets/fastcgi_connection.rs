@@ -80,11 +80,11 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.read_to_end(&mut sink);
         });
         server.set_nonblocking(true).unwrap();
-        let socket = server.as_fd().try_clone_to_owned().unwrap();
+        let line = fastcgi::Queue::default().register(server.as_fd().try_clone_to_owned().unwrap());
         let server = tokio::net::UnixStream::from_std(server).unwrap();
         let (r, mut w) = server.into_split();
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);
-        let _ = fastcgi::serve(r, &mut w, socket, &Echo, &CAPS, stop).await;
+        let _ = fastcgi::serve(r, &mut w, line, &Echo, &CAPS, stop).await;
         let _ = w.shutdown().await;
         drop(w);
         peer.join().unwrap();

@@ -27,6 +27,7 @@ pub const KEEP_CONN: u8 = 1;
 /// protocolStatus of END_REQUEST (§5.5).
 pub const REQUEST_COMPLETE: u8 = 0;
 pub const CANT_MPX_CONN: u8 = 1;
+pub const OVERLOADED: u8 = 2;
 pub const UNKNOWN_ROLE: u8 = 3;
 
 const TIMEOUT: Duration = Duration::from_secs(30);

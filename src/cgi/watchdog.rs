@@ -29,7 +29,7 @@ use std::time::{Duration, Instant};
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
-use crate::fastcgi::Peer;
+use crate::fastcgi::{Peer, Queue};
 
 use super::response::error_page;
 
@@ -59,6 +59,10 @@ pub struct Watchdog {
 
 struct Shared {
     slot: Mutex<Slot>,
+    /// The worker's other connections, and how long a request may wait
+    /// there while a guest runs.
+    queue: Queue,
+    queue_timeout: Duration,
     /// 0, or the [`Stop`] of the current run.
     stop: AtomicU8,
     /// Readable once `stop` is set, so that a sleeping guest wakes.
@@ -80,9 +84,14 @@ struct Watched {
 }
 
 impl Watchdog {
-    pub fn start() -> io::Result<Watchdog> {
+    /// Starts the watchdog of a worker whose connections are in `queue`:
+    /// besides watching runs, it sheds requests that wait longer than
+    /// `queue_timeout` behind a long run (see [`Queue::shed`]).
+    pub fn start(queue: Queue, queue_timeout: Duration) -> io::Result<Watchdog> {
         let shared = Arc::new(Shared {
             slot: Mutex::default(),
+            queue,
+            queue_timeout,
             stop: AtomicU8::new(0),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         });
@@ -210,6 +219,14 @@ fn watch(shared: Weak<Shared>) {
             }
             if now >= watched.deadline + KILL_AFTER {
                 last_resort(&watched);
+            }
+            drop(slot);
+            let shed = shared.queue.shed(shared.queue_timeout, &error_page(503));
+            if shed > 0 {
+                tracing::warn!(
+                    shed,
+                    "requests waited over server.queue_timeout behind a long run: answered 503 (FCGI_OVERLOADED)"
+                );
             }
         }
     }

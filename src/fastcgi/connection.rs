@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio::time::Instant;
 
 use super::params::{Params, put_pair};
+use super::queue::Line;
 use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type, scan_for_abort};
 use super::stdout::{Ending, Gone, Stdout};
 use super::{Error, KEEP_CONN, ROLE_RESPONDER, kind, status};
@@ -111,12 +112,13 @@ enum Next {
 
 /// Serves FastCGI requests from `reader`/`writer` until the peer closes, a
 /// request without FCGI_KEEP_CONN ends, the peer breaks the protocol, or
-/// `stop` turns true while no request is in progress. `socket` is the
-/// connection's socket, which jobs write to directly.
+/// `stop` turns true while no request is in progress. `line` holds the
+/// connection's socket, which jobs write to directly, and tells the
+/// worker's [`Queue`](super::Queue) when a request could be waiting.
 pub async fn serve<R, W, H>(
     reader: R,
     writer: W,
-    socket: OwnedFd,
+    line: Arc<Line>,
     handler: &H,
     caps: &Caps,
     mut stop: watch::Receiver<bool>,
@@ -132,7 +134,7 @@ where
             writer,
             buf: BytesMut::new(),
         },
-        socket: Arc::new(socket),
+        socket: line.socket.clone(),
         handler,
         caps,
         current: None,
@@ -141,6 +143,7 @@ where
     let mut heard = false;
     let mut last = Instant::now();
     loop {
+        line.set_idle(conn.current.is_none() && !conn.reader.has_buffered());
         let record = match &conn.current {
             // Idle: a stop closes the connection; nothing is lost.
             None => {
@@ -525,9 +528,9 @@ mod tests {
         let (client, server) = UnixStream::pair().unwrap();
         let (stop, stopped) = watch::channel(false);
         let task = tokio::spawn(async move {
-            let socket = server.as_fd().try_clone_to_owned().unwrap();
+            let line = super::super::Queue::default().register(server.as_fd().try_clone_to_owned().unwrap());
             let (r, w) = server.into_split();
-            serve(r, w, socket, &handler, &CAPS, stopped).await
+            serve(r, w, line, &handler, &CAPS, stopped).await
         });
         (client, Server { task, stop })
     }

@@ -24,11 +24,13 @@
 
 mod connection;
 mod params;
+mod queue;
 mod record;
 mod stdout;
 
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use params::Params;
+pub use queue::{Line, Queue};
 pub use stdout::{Ending, Gone, Peer, Stdout};
 
 /// Record types (§8).

@@ -116,6 +116,30 @@ pub fn scan_for_abort(bytes: &[u8], id: u16) -> (bool, usize) {
     (false, at)
 }
 
+/// Walks the whole records at the start of `bytes`: if they begin with a
+/// BEGIN_REQUEST and hold that request's whole input (up to its empty STDIN
+/// record, §5.3), its id.
+pub fn complete_request(bytes: &[u8]) -> Option<u16> {
+    let mut at = 0;
+    let mut id = None;
+    while let Some(header) = bytes[at..].first_chunk::<HEADER_LEN>() {
+        let len = usize::from(u16::from_be_bytes([header[4], header[5]]));
+        let total = HEADER_LEN + len + usize::from(header[6]);
+        if bytes.len() - at < total {
+            return None;
+        }
+        let (kind, this) = (header[1], u16::from_be_bytes([header[2], header[3]]));
+        match id {
+            None if kind == super::kind::BEGIN_REQUEST && this != 0 => id = Some(this),
+            None => return None,
+            Some(id) if this == id && kind == super::kind::STDIN && len == 0 => return Some(id),
+            Some(_) => {}
+        }
+        at += total;
+    }
+    None
+}
+
 /// Appends one record with `content` (at most 65535 bytes), padded to a
 /// multiple of 8 bytes.
 pub fn put_record(out: &mut BytesMut, kind: u8, id: u16, content: &[u8]) {
@@ -191,6 +215,27 @@ mod tests {
         let mut bytes = header(1, 1, 0, 0);
         bytes[0] = 2;
         assert!(matches!(read_all(bytes).await, Err(Error::Version(2))));
+    }
+
+    #[test]
+    fn a_complete_request_is_found_only_whole_and_from_its_begin() {
+        let mut request = BytesMut::new();
+        put_record(
+            &mut request,
+            super::super::kind::BEGIN_REQUEST,
+            7,
+            &[0, 1, 0, 0, 0, 0, 0, 0],
+        );
+        put_record(&mut request, super::super::kind::PARAMS, 7, b"\x01\x01ab");
+        put_record(&mut request, super::super::kind::PARAMS, 7, &[]);
+        put_record(&mut request, super::super::kind::STDIN, 7, b"body");
+        let before_end = request.len();
+        put_record(&mut request, super::super::kind::STDIN, 7, &[]);
+        assert_eq!(complete_request(&request), Some(7));
+        assert_eq!(complete_request(&request[..before_end]), None);
+        assert_eq!(complete_request(&request[..request.len() - 1]), None);
+        // Not from a BEGIN_REQUEST: not a request we can tell the start of.
+        assert_eq!(complete_request(&request[16..]), None);
     }
 
     #[tokio::test]

@@ -115,7 +115,7 @@ fn lock(sending: &Mutex<Sending>) -> MutexGuard<'_, Sending> {
 /// Writes all of `data` to the non-blocking socket `fd`, waiting in poll(2)
 /// whenever it is full, until `deadline` at most. MSG_NOSIGNAL: a gone peer
 /// is an error, not SIGPIPE.
-fn send_all(fd: &OwnedFd, mut data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
+pub(super) fn send_all(fd: &OwnedFd, mut data: &[u8], deadline: Option<Instant>) -> io::Result<()> {
     while !data.is_empty() {
         match send(fd.as_raw_fd(), data, MsgFlags::MSG_NOSIGNAL) {
             Ok(n) => data = &data[n..],

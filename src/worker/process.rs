@@ -11,7 +11,7 @@ use tokio::sync::watch;
 
 use crate::cgi::{Gateway, Router, Watchdog};
 use crate::config::Config;
-use crate::fastcgi::Caps;
+use crate::fastcgi::{Caps, Queue};
 use crate::listener::{self, Listener};
 use crate::sandbox::Engine;
 
@@ -28,7 +28,9 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
     local.block_on(&runtime, async {
         super::ignore_user_signals();
         let listener = Listener::inherit()?;
-        let gateway = Rc::new(Gateway::new(router, engine, Watchdog::start()?));
+        let queue = Queue::default();
+        let watchdog = Watchdog::start(queue.clone(), server.queue_timeout)?;
+        let gateway = Rc::new(Gateway::new(router, engine, watchdog));
         // GET_VALUES answers for the application; each worker takes its
         // share of the connections, so that together they never exceed it.
         let share = (server.max_connections / server.workers).max(1);
@@ -45,7 +47,7 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
             let _ = stop_tx.send(true);
         });
         ready()?;
-        listener::serve(listener, gateway, caps, share, stop).await;
+        listener::serve(listener, gateway, caps, share, queue, stop).await;
         anyhow::Ok(())
     })?;
     // A guest still running after the drain must not hold the process.

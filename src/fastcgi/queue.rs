@@ -1,0 +1,123 @@
+//! Requests waiting for a busy worker, and shedding them when they wait too
+//! long: answered with a 503 page and END_REQUEST{FCGI_OVERLOADED}
+//! (FastCGI 1.0 §5.5) instead of being run late.
+//!
+//! A worker runs one guest at a time on the thread that also reads its
+//! connections, so a request that arrives on another of its connections
+//! meanwhile waits unread. The worker's watchdog thread, which runs beside
+//! long guests, looks at those connections with [`Queue::shed`]: a request
+//! found complete and waiting (by `MSG_PEEK`, reading nothing) is timed from
+//! the tick it was first seen; past the limit it is answered and its
+//! connection shut down, so that the serving thread, when it gets there,
+//! drops the connection instead of running the request.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::BytesMut;
+use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
+
+use super::record::{complete_request, put_end_request, put_record, put_stream};
+use super::stdout::send_all;
+use super::{kind, status};
+
+/// Bytes of a waiting connection looked at for a whole request.
+const PEEK: usize = 64 * 1024;
+/// How long an answer to a shed request may take to go out.
+const ANSWER_WITHIN: Duration = Duration::from_millis(100);
+
+/// A worker's connections, as its watchdog sees them.
+#[derive(Clone, Default)]
+pub struct Queue {
+    conns: Arc<Mutex<Vec<Weak<Line>>>>,
+}
+
+/// One connection: its socket, whether its unread input starts a new
+/// request, and since when a request has been seen waiting there.
+pub struct Line {
+    pub(super) socket: Arc<OwnedFd>,
+    idle: AtomicBool,
+    since: Mutex<Option<Instant>>,
+}
+
+impl Queue {
+    /// Adds a connection; it leaves the queue when the returned line drops.
+    pub fn register(&self, socket: OwnedFd) -> Arc<Line> {
+        let line = Arc::new(Line {
+            socket: Arc::new(socket),
+            idle: AtomicBool::new(false),
+            since: Mutex::new(None),
+        });
+        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        conns.retain(|c| c.strong_count() > 0);
+        conns.push(Arc::downgrade(&line));
+        line
+    }
+
+    /// Times the complete requests waiting on idle connections, and answers
+    /// those waiting longer than `limit` with `page` and FCGI_OVERLOADED.
+    /// Returns how many were answered.
+    pub fn shed(&self, limit: Duration, page: &[u8]) -> usize {
+        let lines: Vec<Arc<Line>> = {
+            let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+            conns.iter().filter_map(Weak::upgrade).collect()
+        };
+        let now = Instant::now();
+        lines
+            .iter()
+            .filter(|line| line.idle.load(Ordering::Acquire))
+            .filter(|line| line.check(now, limit, page))
+            .count()
+    }
+}
+
+impl Line {
+    /// Tells the watchdog whether the unread input starts at a request.
+    pub(super) fn set_idle(&self, idle: bool) {
+        self.idle.store(idle, Ordering::Release);
+        if !idle {
+            *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+        }
+    }
+
+    /// Whether it answered a request that waited past `limit`.
+    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> bool {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(id) = self.waiting_request() else {
+            *since = None;
+            return false;
+        };
+        let first_seen = *since.get_or_insert(now);
+        if now.duration_since(first_seen) < limit {
+            return false;
+        }
+        let mut answer = BytesMut::new();
+        put_stream(&mut answer, kind::STDOUT, id, page);
+        put_record(&mut answer, kind::STDOUT, id, &[]);
+        put_end_request(&mut answer, id, 0, status::OVERLOADED);
+        let _ = send_all(&self.socket, &answer, Some(now + ANSWER_WITHIN));
+        // Both ways: the serving thread finds it hung up, and drops it.
+        let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
+        self.idle.store(false, Ordering::Release);
+        true
+    }
+
+    /// The id of a complete request waiting unread, if there is one.
+    fn waiting_request(&self) -> Option<u16> {
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
+            return None;
+        }
+        let mut buf = vec![0u8; PEEK];
+        let n = recv(
+            self.socket.as_raw_fd(),
+            &mut buf,
+            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+        )
+        .ok()?;
+        complete_request(&buf[..n])
+    }
+}
