@@ -3,7 +3,7 @@
 //! Through nginx (`SCRIPT_FILENAME $document_root$fastcgi_script_name`), and
 //! raw, where nginx would have normalised the path away.
 
-use crate::support::fcgi::Params;
+use crate::support::fcgi::{KEEP_CONN, Params};
 use crate::support::{Fixture, lines_starting, tests};
 
 tests! {
@@ -21,6 +21,7 @@ tests! {
     Shared raw_paths_outside_the_root_are_403,
     Shared document_root_and_script_name_without_script_filename,
     Shared apache_proxy_fcgi_prefix_is_dropped,
+    Shared cve_2019_11043_param_shape_changes_nothing,
     Shared replaced_module_is_recompiled,
 }
 
@@ -193,4 +194,31 @@ fn replaced_module_is_recompiled(f: &Fixture) {
     assert_eq!(hello_from(f, "/cgi-bin/swap.wasm"), "1\n");
     std::fs::remove_file(&swap).unwrap();
     assert_eq!(status_of(f, "/cgi-bin/swap.wasm"), 404);
+}
+
+/// The params nginx sends for CVE-2019-11043's request (`/x.wasm/%0a…` with
+/// the vulnerable `fastcgi_split_path_info` config: the regex fails on the
+/// newline, PATH_INFO is empty, SCRIPT_FILENAME holds the whole path, and a
+/// long query string pads the params), replayed on a kept connection: an
+/// answer, no crash, and the next request on that connection is unaffected
+/// (conformance.md #77).
+fn cve_2019_11043_param_shape_changes_nothing(f: &Fixture) {
+    let root = f.cgi_root.display();
+    let path = format!("{root}/hello.wasm/\nindex.php");
+    let mut conn = f.conn();
+    for padding in [1700, 1750, 1800, 1850] {
+        let params = Params::get(
+            "/cgi-bin/hello.wasm/\nindex.php",
+            &format!("name=x&{}", "Q".repeat(padding)),
+        )
+        .with("SCRIPT_FILENAME", &path)
+        .with("PATH_INFO", "")
+        .with("HTTP_D_PISOS", "8=D")
+        .with("HTTP_EBUT", "mamku tvoyu");
+        let ex = conn.exchange(1, KEEP_CONN, &params, b"");
+        let status = ex.cgi().status;
+        assert!([200, 403, 404].contains(&status), "padding {padding}: {}", ex.summary());
+    }
+    let ex = conn.exchange(1, 0, &Params::get("/hello", "name=after"), b"");
+    assert_eq!(ex.cgi().text(), "Hello, after!\n", "{}", ex.summary());
 }

@@ -38,9 +38,12 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
-    Alone a_request_waiting_too_long_behind_a_guest_gets_503_overloaded,
+    Alone ten_thousand_concurrent_connections_are_all_served,
+    Alone streamed_output_is_sent_as_it_is_written,
+    Alone a_request_queued_too_long_gets_503_overloaded,
+    Alone a_backlogged_connection_gets_503_overloaded,
     Alone a_non_reading_client_holds_its_guest_until_the_timeout,
-    Alone a_kept_connection_closed_by_the_web_server_logs_no_warning,
+    Alone a_kept_connection_closed_by_nginx_logs_no_warning,
     Alone fuel_stops_a_spinning_guest_inside_its_worker,
     Alone memory_limit_below_a_modules_start_is_refused,
     Alone listen_can_be_overridden_from_the_environment,
@@ -569,7 +572,7 @@ fn a_non_reading_client_holds_its_guest_until_the_timeout(dir: &Path) {
 
 /// nginx closes kept connections it no longer needs: that is no error, and
 /// logs no warning (conformance.md #65).
-fn a_kept_connection_closed_by_the_web_server_logs_no_warning(dir: &Path) {
+fn a_kept_connection_closed_by_nginx_logs_no_warning(dir: &Path) {
     let (config, socket) = config(dir, "", &["hello"]);
     let d = start(dir, &config, &socket, &[]);
     for _ in 0..5 {
@@ -586,7 +589,7 @@ fn a_kept_connection_closed_by_the_web_server_logs_no_warning(dir: &Path) {
 /// guest is answered 503 with FCGI_OVERLOADED once it has waited
 /// server.queue_timeout, without running; the long request completes and
 /// the worker serves on (conformance.md #67).
-fn a_request_waiting_too_long_behind_a_guest_gets_503_overloaded(dir: &Path) {
+fn a_request_queued_too_long_gets_503_overloaded(dir: &Path) {
     let (config, socket) = config(dir, "workers = 1\nqueue_timeout = \"500ms\"", &["cases", "hello"]);
     let d = start(dir, &config, &socket, &[]);
     // Accepted by the only worker before its guest starts.
@@ -612,6 +615,84 @@ fn a_request_waiting_too_long_behind_a_guest_gets_503_overloaded(dir: &Path) {
     let log = d.log();
     assert!(log.contains("queue_timeout"), "log:\n{log}");
     assert!(!log.contains("stderr:"), "the shed request ran; log:\n{log}");
+}
+
+/// A guest that writes a line, sleeps, writes another: each line reaches
+/// the web server when written, not when the guest ends (output is flushed
+/// before every sleep; conformance.md #51).
+fn streamed_output_is_sent_as_it_is_written(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["cases"]);
+    let _d = start(dir, &config, &socket, &[]);
+    let mut conn = fcgi::Conn::connect(&socket);
+    let started = std::time::Instant::now();
+    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "stream=3"), b""));
+    let mut seen = Vec::new();
+    loop {
+        let rec = conn.read_record().expect("a record before END_REQUEST");
+        let text = String::from_utf8_lossy(&rec.content).into_owned();
+        seen.push((started.elapsed(), text.clone()));
+        if rec.kind == END_REQUEST {
+            break;
+        }
+    }
+    let at = |needle: &str| {
+        seen.iter()
+            .find(|(_, text)| text.contains(needle))
+            .map(|(t, _)| *t)
+            .unwrap_or_else(|| panic!("{needle:?} never came: {seen:?}"))
+    };
+    assert!(at("line 0") < Duration::from_millis(250), "{seen:?}");
+    assert!(at("line 1") >= Duration::from_millis(250), "{seen:?}");
+    assert!(at("line 2") < seen.last().unwrap().0, "{seen:?}");
+}
+
+/// 1,000, then 10,000 connections open at once, each with a request sent
+/// before any is read: every one is answered (no select(2) limit, no crash;
+/// conformance.md #63).
+fn ten_thousand_concurrent_connections_are_all_served(dir: &Path) {
+    let (config, socket) = config(dir, "max_connections = 20000", &["hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    for n in [1_000, 10_000] {
+        let mut conns: Vec<fcgi::Conn> = (0..n)
+            .map(|i| {
+                let mut conn = fcgi::Conn::connect(&socket);
+                conn.send(&fcgi::request(1, 0, &Params::get("/hello", &format!("name={i}")), b""));
+                conn
+            })
+            .collect();
+        for (i, conn) in conns.iter_mut().enumerate() {
+            conn.set_timeout(Duration::from_secs(30));
+            let ex = conn.response(1);
+            assert_eq!(
+                ex.cgi().text(),
+                format!("Hello, {i}!\n"),
+                "connection {i} of {n}; log:\n{}",
+                d.log()
+            );
+        }
+    }
+}
+
+/// A new connection no worker takes (the only one runs a long guest) is
+/// accepted by the watchdog once it has waited server.queue_timeout, and its
+/// request answered 503 with FCGI_OVERLOADED without running.
+fn a_backlogged_connection_gets_503_overloaded(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\nqueue_timeout = \"500ms\"", &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let started = std::time::Instant::now();
+    let mut queued = fcgi::Conn::connect(&socket);
+    queued.send(&fcgi::request(1, 0, &Params::get("/cases", "stderr=1"), b""));
+    let ex = queued.response(1);
+    let took = started.elapsed();
+    assert_eq!(ex.ended().protocol_status, fcgi::OVERLOADED, "{}", ex.summary());
+    assert_eq!(ex.cgi().status, 503, "{}", ex.summary());
+    assert!(took < Duration::from_millis(1500), "answered after {took:?}");
+    assert_eq!(slow.response(1).cgi().text(), "slept\n");
+    assert_hello(&socket, "after");
+    assert!(!d.log().contains("stderr:"), "the shed request ran; log:\n{}", d.log());
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

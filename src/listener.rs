@@ -29,7 +29,7 @@ use tokio::net::{TcpListener, UnixListener, UnixSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
 use crate::config::{Listen, Server};
-use crate::fastcgi::{self, Caps, Handler, Line, Queue};
+use crate::fastcgi::{self, Caps, Handler, Line, Listening, Queue};
 
 /// Pending connections the kernel queues for us: nginx opens many at once.
 const BACKLOG: u32 = 1024;
@@ -211,6 +211,17 @@ impl Listener {
             }
             _ => Err(io::Error::other("fd 0 is not a listening Unix or TCP socket")),
         }
+    }
+
+    /// A duplicate, for the watchdog to watch the backlog with (see
+    /// [`Queue::with_backlog`]).
+    pub fn duplicate(&self) -> io::Result<Listening> {
+        Ok(match self {
+            Listener::Unix(l) => {
+                Listening::Unix(std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?))
+            }
+            Listener::Tcp(l) => Listening::Tcp(std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?)),
+        })
     }
 
     /// Accepts a connection: its read and write halves, and a duplicate of

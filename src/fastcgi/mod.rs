@@ -30,7 +30,7 @@ mod stdout;
 
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use params::Params;
-pub use queue::{Line, Queue};
+pub use queue::{Line, Listening, Queue};
 pub use stdout::{Ending, Gone, Peer, Stdout};
 
 /// Record types (§8).

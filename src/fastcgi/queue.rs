@@ -10,6 +10,11 @@
 //! the tick it was first seen; past the limit it is answered and its
 //! connection shut down, so that the serving thread, when it gets there,
 //! drops the connection instead of running the request.
+//!
+//! The listening socket's backlog is watched the same way: connections no
+//! worker has taken for the whole limit (every worker busy or at its
+//! connection cap all along) are accepted by the watchdog, one per tick,
+//! and their first request answered so.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -33,6 +38,44 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(100);
 #[derive(Clone, Default)]
 pub struct Queue {
     conns: Arc<Mutex<Vec<Weak<Line>>>>,
+    backlog: Option<Arc<Backlog>>,
+}
+
+/// The listening socket, and since when connections have waited there.
+struct Backlog {
+    listener: Listening,
+    since: Mutex<Option<Instant>>,
+}
+
+/// A listening socket, non-blocking, as std serves it.
+pub enum Listening {
+    Unix(std::os::unix::net::UnixListener),
+    Tcp(std::net::TcpListener),
+}
+
+impl Listening {
+    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        match self {
+            Listening::Unix(l) => l.as_fd(),
+            Listening::Tcp(l) => l.as_fd(),
+        }
+    }
+
+    fn accept(&self) -> std::io::Result<OwnedFd> {
+        let fd = match self {
+            Listening::Unix(l) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                OwnedFd::from(stream)
+            }
+            Listening::Tcp(l) => {
+                let (stream, _) = l.accept()?;
+                stream.set_nonblocking(true)?;
+                OwnedFd::from(stream)
+            }
+        };
+        Ok(fd)
+    }
 }
 
 /// One connection: its socket, whether its unread input starts a new
@@ -44,6 +87,16 @@ pub struct Line {
 }
 
 impl Queue {
+    /// Also watches the backlog of `listening`, the worker's listening
+    /// socket (a duplicate of it, non-blocking).
+    pub fn with_backlog(mut self, listening: Listening) -> Queue {
+        self.backlog = Some(Arc::new(Backlog {
+            listener: listening,
+            since: Mutex::new(None),
+        }));
+        self
+    }
+
     /// Adds a connection; it leaves the queue when the returned line drops.
     pub fn register(&self, socket: OwnedFd) -> Arc<Line> {
         let line = Arc::new(Line {
@@ -66,11 +119,45 @@ impl Queue {
             conns.iter().filter_map(Weak::upgrade).collect()
         };
         let now = Instant::now();
-        lines
+        let waiting = lines
             .iter()
             .filter(|line| line.idle.load(Ordering::Acquire))
             .filter(|line| line.check(now, limit, page))
-            .count()
+            .count();
+        waiting
+            + self
+                .backlog
+                .as_ref()
+                .map_or(0, |b| usize::from(b.check(now, limit, page)))
+    }
+}
+
+impl Backlog {
+    /// Whether it answered a connection that waited past `limit`.
+    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> bool {
+        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
+            *since = None;
+            return false;
+        }
+        let first_seen = *since.get_or_insert(now);
+        if now.duration_since(first_seen) < limit {
+            return false;
+        }
+        let Ok(socket) = self.listener.accept() else {
+            // Another worker took it after all.
+            return false;
+        };
+        let line = Line {
+            socket: Arc::new(socket),
+            idle: AtomicBool::new(true),
+            since: Mutex::new(Some(first_seen)),
+        };
+        // Its request may still be on its way: a moment for it.
+        let mut fds = [PollFd::new(line.socket.as_fd(), PollFlags::POLLIN)];
+        let _ = poll(&mut fds, PollTimeout::from(100u8));
+        line.check(now, limit, page)
     }
 }
 

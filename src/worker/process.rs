@@ -28,7 +28,7 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
     local.block_on(&runtime, async {
         super::ignore_user_signals();
         let listener = Listener::inherit()?;
-        let queue = Queue::default();
+        let queue = Queue::default().with_backlog(listener.duplicate()?);
         let watchdog = Watchdog::start(queue.clone(), server.queue_timeout)?;
         let gateway = Rc::new(Gateway::new(router, engine, watchdog));
         // GET_VALUES answers for the application; each worker takes its

@@ -54,6 +54,7 @@ fn main() {
         ("write", Some(path)) => write(path),
         ("stdin-ignore", None) => send(format!("{TEXT}ignored\n")),
         ("sleep", Some(ms)) => sleep(number(ms)),
+        ("stream", Some(n)) => stream(number(n)),
         ("spin", None) => spin(),
         ("grow", Some(mib)) => grow(number(mib)),
         ("clock", None) => clock(),
@@ -150,6 +151,15 @@ fn write(path: &str) {
     match std::fs::write(path, b"x") {
         Ok(()) => send(format!("{TEXT}written\n")),
         Err(e) => send(format!("Status: 403 Forbidden\r\n{TEXT}{:?}\n", e.kind())),
+    }
+}
+
+/// The header, then `n` lines 300 ms apart: a streamed response.
+fn stream(n: u64) {
+    send(TEXT);
+    for i in 0..n {
+        send(format!("line {i}\n"));
+        std::thread::sleep(Duration::from_millis(300));
     }
 }
 
