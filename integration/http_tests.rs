@@ -5,6 +5,7 @@ use crate::support::fixture::{DATA_FILE, SECRET, SECRET_ENV};
 use crate::support::{Fixture, cases_body, lines_starting, pseudo_random, tests};
 
 tests! {
+    Shared cve_2019_11043_request_through_nginx_is_refused,
     Shared hello_greets_by_name,
     Shared hello_and_hello_c_give_identical_responses,
     Shared post_of_10_mib_is_echoed_byte_exact,
@@ -546,4 +547,17 @@ fn guest_stderr_flood_is_capped_in_the_log(f: &Fixture) {
     let logged = log.lines().filter(|l| l.contains("stderr line")).count();
     assert!(logged > 0 && logged < 20_000, "{logged} of 20000 stderr lines logged");
     assert!(!log.contains("stderr line 19999"), "the whole flood was logged");
+}
+
+/// CVE-2019-11043's request (`%0a` in the path, a padded query, its
+/// headers) through nginx with the vulnerable `fastcgi_split_path_info`
+/// config: refused the same way whatever the padding, and the daemon serves
+/// on (conformance.md #77).
+fn cve_2019_11043_request_through_nginx_is_refused(f: &Fixture) {
+    for padding in (1700..=1900).step_by(50) {
+        let target = format!("/cve/hello.wasm/%0aindex.php?{}", "Q".repeat(padding));
+        let r = f.request("GET", &target, &[("D-Pisos", "8=D"), ("Ebut", "mamku tvoyu")], b"");
+        assert_eq!(r.status, 403, "padding {padding}: {}", r.text());
+    }
+    assert_eq!(f.get("/hello?name=after").text(), "Hello, after!\n");
 }

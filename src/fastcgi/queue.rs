@@ -164,8 +164,8 @@ impl Backlog {
 impl Line {
     /// Tells the watchdog whether the unread input starts at a request.
     pub(super) fn set_idle(&self, idle: bool) {
-        self.idle.store(idle, Ordering::Release);
-        if !idle {
+        // Once per request, not per record: only a change takes the lock.
+        if self.idle.swap(idle, Ordering::AcqRel) && !idle {
             *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
         }
     }
