@@ -5,6 +5,7 @@ use crate::support::fixture::{DATA_FILE, SECRET, SECRET_ENV};
 use crate::support::{Fixture, cases_body, lines_starting, pseudo_random, tests};
 
 tests! {
+    Shared authorization_reaches_the_guest_and_an_indexed_query_is_no_argv,
     Shared cve_2019_11043_request_through_nginx_is_refused,
     Shared hello_greets_by_name,
     Shared hello_and_hello_c_give_identical_responses,
@@ -560,4 +561,16 @@ fn cve_2019_11043_request_through_nginx_is_refused(f: &Fixture) {
         assert_eq!(r.status, 403, "padding {padding}: {}", r.text());
     }
     assert_eq!(f.get("/hello?name=after").text(), "Hello, after!\n");
+}
+
+/// An `Authorization` header reaches the guest as HTTP_AUTHORIZATION (the
+/// guest checks credentials), and an indexed query (`?foo+bar`, RFC 3875
+/// §4.4) becomes QUERY_STRING only, never argv words (conformance.md #24,
+/// #30).
+fn authorization_reaches_the_guest_and_an_indexed_query_is_no_argv(f: &Fixture) {
+    let env = env_lines(f, "/env?foo+bar", &[("Authorization", "Basic YTpi")]);
+    let lines: Vec<&str> = env.lines().collect();
+    assert_eq!(lines[0], "argv: env.wasm", "{env}");
+    assert!(lines.contains(&"HTTP_AUTHORIZATION=Basic YTpi"), "{env}");
+    assert!(lines.contains(&"QUERY_STRING=foo+bar"), "{env}");
 }

@@ -424,6 +424,20 @@ mod tests {
         assert_eq!(norm(b"A: b\0c\n"), Err(HeadError::BadValue(1)));
         assert_eq!(norm(b"A: b\rc\n"), Err(HeadError::BadValue(1)));
         assert_eq!(norm(b""), Err(HeadError::Empty));
+        // An NPH script's status line is no CGI header field (FastCGI 1.0
+        // §6.1 has no NPH): 502, conformance.md #49.
+        assert_eq!(
+            norm(b"HTTP/1.1 200 OK\nContent-Type: text/plain\n"),
+            Err(HeadError::NotAField(1))
+        );
+    }
+
+    /// A Content-Length the guest writes passes as written, right or wrong:
+    /// the web server holds the body to it (conformance.md #55).
+    #[test]
+    fn content_length_passes_as_written() {
+        let head = norm(b"Content-Type: text/plain\nContent-Length: 999\n").unwrap();
+        assert!(head.contains("Content-Length: 999\r\n"), "{head:?}");
     }
 
     /// Collects what is sent.
