@@ -38,6 +38,8 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone systemd_hears_ready_once_the_socket_serves_and_stopping,
+    Alone socket_activation_serves_on_the_socket_systemd_passed,
     Alone ten_thousand_concurrent_connections_are_all_served,
     Alone streamed_output_is_sent_as_it_is_written,
     Alone a_request_queued_too_long_gets_503_overloaded,
@@ -693,6 +695,75 @@ fn a_backlogged_connection_gets_503_overloaded(dir: &Path) {
     assert_eq!(slow.response(1).cgi().text(), "slept\n");
     assert_hello(&socket, "after");
     assert!(!d.log().contains("stderr:"), "the shed request ran; log:\n{}", d.log());
+}
+
+/// Under `Type=notify`: READY=1 (with a STATUS) reaches NOTIFY_SOCKET only
+/// once the socket serves, and STOPPING=1 on SIGTERM.
+fn systemd_hears_ready_once_the_socket_serves_and_stopping(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 2", &["hello"]);
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let notify_env = notify_path.display().to_string();
+    let mut d = Daemon::spawn(&config, &dir.join("wcgid.log"), &[("NOTIFY_SOCKET", &notify_env)]);
+    let mut buf = [0u8; 4096];
+    let n = notify.recv(&mut buf).expect("a datagram before 30 s");
+    let ready = String::from_utf8_lossy(&buf[..n]).into_owned();
+    assert!(ready.lines().any(|l| l == "READY=1"), "{ready:?}");
+    assert!(
+        ready.lines().any(|l| l.starts_with("STATUS=serving with 2 workers")),
+        "{ready:?}"
+    );
+    // Ready means ready: the socket answers now.
+    assert_hello(&socket, "ready");
+    d.signal(Signal::SIGTERM);
+    let n = notify.recv(&mut buf).expect("STOPPING before 30 s");
+    assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1\n");
+    assert!(
+        d.wait(Duration::from_secs(15)).is_some_and(|s| s.success()),
+        "log:\n{}",
+        d.log()
+    );
+}
+
+/// `systemd-socket-activate -l PATH wcgid …` passes a listening socket as fd
+/// 3 (LISTEN_FDS, LISTEN_PID): wcgid serves on it, binds nothing of its own,
+/// and nothing of it reaches a guest.
+fn socket_activation_serves_on_the_socket_systemd_passed(dir: &Path) {
+    let (config, configured) = config(dir, "workers = 1", &["env"]);
+    let passed = dir.join("passed.sock");
+    let log = std::fs::File::create(dir.join("wcgid.log")).unwrap();
+    let mut child = std::process::Command::new("systemd-socket-activate")
+        .arg("-l")
+        .arg(&passed)
+        .arg(daemon::binary())
+        .arg("-c")
+        .arg(&config)
+        .stderr(log.try_clone().unwrap())
+        .stdout(log)
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)");
+    // systemd-socket-activate accepts nothing itself: it starts wcgid on the
+    // first connection, which then waits in the backlog.
+    let ex = (0..100)
+        .find_map(|_| {
+            std::thread::sleep(Duration::from_millis(50));
+            std::os::unix::net::UnixStream::connect(&passed).ok()
+        })
+        .map(|_| {
+            let mut conn = fcgi::Conn::connect(&passed);
+            conn.set_timeout(Duration::from_secs(60));
+            conn.exchange(1, 0, &Params::get("/env", ""), b"")
+        })
+        .expect("the passed socket exists");
+    let text = ex.cgi().text();
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM);
+    let _ = child.wait();
+    assert!(text.starts_with("argv: env.wasm"), "{}", ex.summary());
+    assert!(!text.contains("LISTEN_"), "the variables reached a guest:\n{text}");
+    assert!(!configured.exists(), "bound server.listen as well");
+    let log = std::fs::read_to_string(dir.join("wcgid.log")).unwrap();
+    assert!(log.contains("socket activation"), "log:\n{log}");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

@@ -12,7 +12,9 @@
 //! temporary name that is renamed to the configured path once the workers
 //! are ready, so the path answers only when requests can be served. A stale
 //! socket file left by a dead daemon is replaced, a live one is refused, and
-//! the file is removed when the supervisor stops.
+//! the file is removed when the supervisor stops. Under systemd socket
+//! activation the socket systemd passed is used instead, and its file left
+//! to systemd.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
@@ -63,12 +65,31 @@ struct SocketFile {
 }
 
 impl Bound {
-    /// Binds as configured. Must run inside the tokio runtime.
+    /// The listening socket systemd passed (socket activation: `LISTEN_FDS`
+    /// and `LISTEN_PID`, the first fd, 3), else one bound as configured.
+    /// Must run inside the tokio runtime.
     pub fn bind(server: &Server) -> Result<Bound, Error> {
         let io_err = |source| Error::Io {
             listen: server.listen.to_string(),
             source,
         };
+        // Reading the variables also removes them: workers must not see them.
+        let mut passed = listenfd::ListenFd::from_env();
+        if passed.len() > 0 {
+            let activation = |source| Error::Io {
+                listen: "the socket systemd passed (fd 3)".into(),
+                source,
+            };
+            let socket: OwnedFd = match passed.take_unix_listener(0) {
+                Ok(Some(listener)) => listener.into(),
+                _ => match passed.take_tcp_listener(0).map_err(activation)? {
+                    Some(listener) => listener.into(),
+                    None => return Err(activation(io::Error::other("fd 3 is not a listening socket"))),
+                },
+            };
+            tracing::info!("socket activation: serving on the socket systemd passed (fd 3), not server.listen");
+            return Ok(Bound { socket, file: None });
+        }
         match &server.listen {
             Listen::Unix(path) => bind_unix(path, server).map_err(|e| match e {
                 BindError::Io(source) => io_err(source),

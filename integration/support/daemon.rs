@@ -224,6 +224,6 @@ impl Drop for Daemon {
 
 /// The daemon under test: `WCGID_TEST_BIN` (scripts/test sets it to the
 /// `panic = "abort"` build for a second run), else the one cargo built.
-fn binary() -> std::ffi::OsString {
+pub fn binary() -> std::ffi::OsString {
     std::env::var_os("WCGID_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wcgid").into())
 }

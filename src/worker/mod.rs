@@ -33,6 +33,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
+use sd_notify::NotifyState;
 use tokio::io::AsyncReadExt;
 use tokio::process::{Child, Command};
 use tokio::sync::watch;
@@ -75,6 +76,10 @@ impl Spawner {
             .arg("-c")
             .arg(&self.config)
             .env("WCGID_SERVER__CACHE_DIR", &self.cache_dir)
+            // Only the supervisor speaks to systemd.
+            .env_remove("NOTIFY_SOCKET")
+            .env_remove("WATCHDOG_USEC")
+            .env_remove("WATCHDOG_PID")
             .stdin(Stdio::from(socket))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -116,6 +121,19 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
         // Workers first: the socket answers when requests can be served.
         bound.publish()?;
         tracing::info!(listen = %server.listen, workers = server.workers, "serving");
+        let status = format!("serving with {} workers", server.workers);
+        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        let mut watchdog_usec = 0;
+        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
+            let period = Duration::from_micros(watchdog_usec / 2);
+            tokio::spawn(async move {
+                let mut ticks = tokio::time::interval(period);
+                loop {
+                    ticks.tick().await;
+                    notify(&[NotifyState::Watchdog]);
+                }
+            });
+        }
         let (stop_tx, stop) = watch::channel(false);
         let mut slots = JoinSet::new();
         for worker in workers {
@@ -123,6 +141,7 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
         }
         drop(spawner);
         stop_signal().await;
+        notify(&[NotifyState::Stopping]);
         // No new connections: the path goes, and so does our socket; the
         // workers' sockets close as each stops accepting.
         drop(bound);
@@ -185,6 +204,13 @@ fn report(pid: Option<u32>, status: io::Result<ExitStatus>) {
     match status {
         Ok(status) => tracing::error!(pid, "worker exited ({status}); starting another"),
         Err(e) => tracing::error!(pid, "cannot wait for a worker: {e}; starting another"),
+    }
+}
+
+/// Tells systemd (`NOTIFY_SOCKET`, under `Type=notify`) how the service is.
+fn notify(states: &[NotifyState]) {
+    if let Err(e) = sd_notify::notify(false, states) {
+        tracing::warn!("cannot notify systemd: {e}");
     }
 }
 
