@@ -38,6 +38,8 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone sighup_reloads_without_losing_a_request,
+    Alone sighup_with_a_broken_config_keeps_the_old_one,
     Alone systemd_hears_ready_once_the_socket_serves_and_stopping,
     Alone socket_activation_serves_on_the_socket_systemd_passed,
     Alone ten_thousand_concurrent_connections_are_all_served,
@@ -764,6 +766,112 @@ fn socket_activation_serves_on_the_socket_systemd_passed(dir: &Path) {
     assert!(!configured.exists(), "bound server.listen as well");
     let log = std::fs::read_to_string(dir.join("wcgid.log")).unwrap();
     assert!(log.contains("socket activation"), "log:\n{log}");
+}
+
+/// SIGHUP while requests are in flight, fast ones from several threads and
+/// slow ones: none is lost or answered wrongly; requests after the reload
+/// see the new configuration (the app's GREETING changed) and the socket
+/// never closed.
+fn sighup_reloads_without_losing_a_request(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 2", &["cases"]);
+    let with_greeting = |greeting: &str| {
+        let text = std::fs::read_to_string(&config).unwrap();
+        let base = text.split("\n[[app]]\nname = \"hello\"").next().unwrap().to_owned();
+        let hello = format!(
+            "\n[[app]]\nname = \"hello\"\nroute = \"/hello\"\nmodule = \"{}\"\nenv = {{ GREETING = \"{greeting}\" }}\n",
+            example_module("hello").display()
+        );
+        std::fs::write(&config, base + &hello).unwrap();
+    };
+    with_greeting("Hello");
+    let d = start(dir, &config, &socket, &[]);
+    let ino = std::fs::metadata(&socket).unwrap().ino();
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answered, slow) = std::thread::scope(|s| {
+        let fast: Vec<_> = (0..6)
+            .map(|t| {
+                let (socket, stop) = (&socket, &stop);
+                s.spawn(move || {
+                    let mut n = 0;
+                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                        let name = format!("t{t}r{n}");
+                        let ex = fcgi::Conn::connect(socket).exchange(
+                            1,
+                            0,
+                            &Params::get("/hello", &format!("name={name}")),
+                            b"",
+                        );
+                        let text = ex.cgi().text();
+                        assert!(
+                            text == format!("Hello, {name}!\n") || text == format!("Howdy, {name}!\n"),
+                            "{}",
+                            ex.summary()
+                        );
+                        n += 1;
+                    }
+                    n
+                })
+            })
+            .collect();
+        let slow: Vec<_> = (0..4)
+            .map(|_| {
+                let socket = &socket;
+                s.spawn(move || {
+                    let mut conn = fcgi::Conn::connect(socket);
+                    conn.set_timeout(Duration::from_secs(20));
+                    conn.exchange(1, 0, &Params::get("/cases", "sleep=800"), b"")
+                        .cgi()
+                        .text()
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(300));
+        with_greeting("Howdy");
+        d.signal(Signal::SIGHUP);
+        std::thread::sleep(Duration::from_millis(1500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        let answered: usize = fast.into_iter().map(|t| t.join().expect("no wrong answer")).sum();
+        let slow: Vec<String> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+        (answered, slow)
+    });
+    assert!(answered >= 100, "only {answered} requests in flight around the reload");
+    assert!(slow.iter().all(|t| t == "slept\n"), "{slow:?}");
+    let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &Params::get("/hello", "name=after"), b"");
+    assert_eq!(ex.cgi().text(), "Howdy, after!\n", "log:\n{}", d.log());
+    assert_eq!(
+        std::fs::metadata(&socket).unwrap().ino(),
+        ino,
+        "the socket was replaced"
+    );
+    assert!(d.log().contains("reloaded"), "log:\n{}", d.log());
+}
+
+/// SIGHUP with a configuration that does not load: the old one serves on,
+/// the log says why, and systemd hears RELOADING=1 then READY=1 again.
+fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1", &["hello"]);
+    let notify_path = dir.join("notify.sock");
+    let notify = std::os::unix::net::UnixDatagram::bind(&notify_path).unwrap();
+    notify.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let notify_env = notify_path.display().to_string();
+    let d = start(dir, &config, &socket, &[("NOTIFY_SOCKET", &notify_env)]);
+    let mut buf = [0u8; 4096];
+    let mut next = || {
+        let n = notify.recv(&mut buf).expect("a datagram before 30 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    assert!(next().contains("READY=1"));
+    std::fs::write(&config, "[server]\nlisten = 5\n[[app]]\nname = \"x\"\n").unwrap();
+    d.signal(Signal::SIGHUP);
+    let reloading = next();
+    assert!(reloading.lines().any(|l| l == "RELOADING=1"), "{reloading:?}");
+    assert!(
+        reloading.lines().any(|l| l.starts_with("MONOTONIC_USEC=")),
+        "{reloading:?}"
+    );
+    assert!(next().contains("READY=1"));
+    assert!(d.log().contains("reload failed"), "log:\n{}", d.log());
+    assert_hello(&socket, "still");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

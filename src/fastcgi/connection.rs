@@ -40,6 +40,9 @@ const PARAMS_WITHIN: Duration = Duration::from_secs(10);
 /// holds a connection that long at most, and never an instance.
 const INPUT_WITHIN: Duration = Duration::from_secs(300);
 const INPUT_PAUSE: Duration = Duration::from_secs(30);
+/// How long a stopping worker waits for the first request of a connection
+/// it accepted just before the stop.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 /// appStatus of a request ended by FCGI_ABORT_REQUEST (§5.4) before its
 /// program finished.
 pub const ABORTED_APP_STATUS: u32 = 1;
@@ -145,13 +148,24 @@ where
     loop {
         line.set_idle(conn.current.is_none() && !conn.reader.has_buffered());
         let record = match &conn.current {
-            // Idle: a stop closes the connection; nothing is lost.
             None => {
-                let idle = if heard { IDLE_WITHIN } else { FIRST_REQUEST_WITHIN };
+                let stopping = *stop.borrow();
+                // Stopping, an idle connection closes; nothing is lost: one
+                // with a request waiting is served first, and a new one gets
+                // a moment for its first request (it was accepted for it).
+                let deadline = if !stopping {
+                    last + if heard { IDLE_WITHIN } else { FIRST_REQUEST_WITHIN }
+                } else if conn.reader.has_buffered() || line.readable() {
+                    Instant::now() + INPUT_PAUSE
+                } else if !heard {
+                    Instant::now() + STOP_GRACE
+                } else {
+                    return Ok(());
+                };
                 tokio::select! {
                     biased;
-                    _ = stop.wait_for(|stop| *stop) => return Ok(()),
-                    record = tokio::time::timeout_at(last + idle, conn.reader.next()) => match record {
+                    _ = stop.wait_for(|stop| *stop), if !stopping => continue,
+                    record = tokio::time::timeout_at(deadline, conn.reader.next()) => match record {
                         Ok(record) => record?,
                         Err(_) => return Ok(()),
                     },

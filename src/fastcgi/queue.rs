@@ -170,6 +170,12 @@ impl Line {
         }
     }
 
+    /// Whether input (or the peer's hang-up) is waiting, unread.
+    pub(super) fn readable(&self) -> bool {
+        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
+        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
+    }
+
     /// Whether it answered a request that waited past `limit`.
     fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> bool {
         let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
@@ -194,8 +200,7 @@ impl Line {
 
     /// The id of a complete request waiting unread, if there is one.
     fn waiting_request(&self) -> Option<u16> {
-        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
+        if !self.readable() {
             return None;
         }
         let mut buf = vec![0u8; PEEK];

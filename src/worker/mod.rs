@@ -20,7 +20,9 @@
 //! Workers load the modules from the AOT cache the supervisor filled (a
 //! private one in a temporary directory when `server.cache_dir` is unset),
 //! so starting one compiles nothing. A worker that dies is replaced; only
-//! the requests on its connections fail.
+//! the requests on its connections fail. SIGHUP starts a new generation of
+//! workers on the configuration read again, and retires the old one once
+//! the new one serves; the listening socket never closes.
 
 pub mod process;
 
@@ -39,8 +41,10 @@ use tokio::process::{Child, Command};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::config::Server;
+use crate::cgi::Router;
+use crate::config::{Config, Server};
 use crate::listener::{Bound, DRAIN};
+use crate::sandbox::Engine;
 
 /// How long a new worker may take to load its modules.
 const READY_WITHIN: Duration = Duration::from_secs(120);
@@ -103,26 +107,23 @@ impl Spawner {
 /// Serves on `server.listen` with `server.workers` workers running the
 /// configuration at `config`, their modules cached in `cache_dir`, until
 /// SIGTERM or SIGINT; then stops the workers, letting them finish what they
-/// are serving.
+/// are serving. SIGHUP reloads (see [`reload`]).
 pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     runtime.block_on(async {
         ignore_user_signals();
+        let mut signals = Signals::new()?;
         let mut bound = Bound::bind(server)?;
         let spawner = Arc::new(Spawner {
             config: config.canonicalize()?,
             cache_dir: cache_dir.into(),
             socket: bound.socket()?,
         });
-        let mut workers = Vec::with_capacity(server.workers);
-        for _ in 0..server.workers {
-            workers.push(spawner.spawn().await?);
-        }
+        let mut current = Generation::start(&spawner, server.workers).await?;
         // Workers first: the socket answers when requests can be served.
         bound.publish()?;
         tracing::info!(listen = %server.listen, workers = server.workers, "serving");
-        let status = format!("serving with {} workers", server.workers);
-        notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
+        notify_ready(server.workers);
         let mut watchdog_usec = 0;
         if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
             let period = Duration::from_micros(watchdog_usec / 2);
@@ -134,22 +135,90 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
                 }
             });
         }
-        let (stop_tx, stop) = watch::channel(false);
-        let mut slots = JoinSet::new();
-        for worker in workers {
-            slots.spawn(keep(spawner.clone(), worker, stop.clone()));
+        // Generations replaced by a reload, finishing their requests.
+        let mut retiring = JoinSet::new();
+        while signals.next().await == Signal::SIGHUP {
+            let mut reloading = vec![NotifyState::Reloading];
+            reloading.extend(NotifyState::monotonic_usec_now().ok());
+            notify(&reloading);
+            match reload(&spawner, server).await {
+                Ok((next, workers)) => {
+                    retiring.spawn(std::mem::replace(&mut current, next).stop());
+                    tracing::info!(workers, "reloaded; the previous workers finish what they serve");
+                    notify_ready(workers);
+                }
+                Err(e) => {
+                    tracing::error!("reload failed, still serving the previous configuration: {e:#}");
+                    notify_ready(current.size);
+                }
+            }
         }
-        drop(spawner);
-        stop_signal().await;
         notify(&[NotifyState::Stopping]);
         // No new connections: the path goes, and so does our socket; the
         // workers' sockets close as each stops accepting.
         drop(bound);
-        let _ = stop_tx.send(true);
-        while slots.join_next().await.is_some() {}
+        drop(spawner);
+        current.stop().await;
+        while retiring.join_next().await.is_some() {}
         tracing::info!("stopped");
         Ok(())
     })
+}
+
+/// The configuration file read again: checked, its modules compiled into
+/// the cache (off the async thread), and a new generation of workers
+/// started on it. The listening socket is kept: `server.listen` and the
+/// socket's mode take effect at the next start.
+async fn reload(spawner: &Arc<Spawner>, running: &Server) -> anyhow::Result<(Generation, usize)> {
+    let (path, cache_dir) = (spawner.config.clone(), spawner.cache_dir.clone());
+    let server = tokio::task::spawn_blocking(move || -> anyhow::Result<Server> {
+        let config = Config::load(&path)?;
+        let engine = Engine::default().with_cache(&cache_dir)?;
+        Router::load(&engine, &config)?;
+        Ok(config.server)
+    })
+    .await??;
+    if server.listen != running.listen || server.socket_mode != running.socket_mode {
+        tracing::warn!("server.listen and the socket's mode and group change only at a restart");
+    }
+    let workers = server.workers;
+    Ok((Generation::start(spawner, workers).await?, workers))
+}
+
+/// One configuration's workers, each kept running in its slot.
+struct Generation {
+    size: usize,
+    stop: watch::Sender<bool>,
+    slots: JoinSet<()>,
+}
+
+impl Generation {
+    /// Starts `size` workers and waits until they all serve; if one cannot,
+    /// the others are killed (dropped) and the error returned.
+    async fn start(spawner: &Arc<Spawner>, size: usize) -> Result<Generation, Error> {
+        let mut workers = Vec::with_capacity(size);
+        for _ in 0..size {
+            workers.push(spawner.spawn().await?);
+        }
+        let (stop, stopped) = watch::channel(false);
+        let mut slots = JoinSet::new();
+        for worker in workers {
+            slots.spawn(keep(spawner.clone(), worker, stopped.clone()));
+        }
+        Ok(Generation { size, stop, slots })
+    }
+
+    /// Stops the workers, letting them finish what they serve.
+    async fn stop(mut self) {
+        let _ = self.stop.send(true);
+        while self.slots.join_next().await.is_some() {}
+    }
+}
+
+/// READY=1 with the worker count, for systemd.
+fn notify_ready(workers: usize) {
+    let status = format!("serving with {workers} workers");
+    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
 /// Keeps one worker slot filled until `stop`, then stops its worker.
@@ -234,15 +303,39 @@ pub fn ignore_user_signals() {
     }
 }
 
-/// Completes on SIGTERM or SIGINT.
-async fn stop_signal() {
-    use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
-        tracing::error!("cannot install signal handlers; stop with SIGKILL");
-        return std::future::pending().await;
-    };
-    tokio::select! {
-        _ = term.recv() => tracing::info!("SIGTERM: stopping"),
-        _ = int.recv() => tracing::info!("SIGINT: stopping"),
+/// The supervisor's signals, listened to from the start so that none is
+/// missed while it is busy (a reload, say).
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn new() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{SignalKind, signal};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+
+    /// The next of SIGTERM, SIGINT and SIGHUP.
+    async fn next(&mut self) -> Signal {
+        let signal = tokio::select! {
+            _ = self.term.recv() => Signal::SIGTERM,
+            _ = self.int.recv() => Signal::SIGINT,
+            _ = self.hup.recv() => Signal::SIGHUP,
+        };
+        tracing::info!(
+            "{signal}: {}",
+            if signal == Signal::SIGHUP {
+                "reloading"
+            } else {
+                "stopping"
+            }
+        );
+        signal
     }
 }
