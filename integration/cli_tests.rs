@@ -38,6 +38,7 @@ tests! {
     Alone timeout_stops_a_sleeping_guest_with_504,
     Alone timeout_ends_a_spinning_guest_and_its_worker_is_replaced,
     Alone stray_user_signals_stop_nothing,
+    Alone access_log_has_a_json_line_per_request,
     Alone sighup_reloads_without_losing_a_request,
     Alone sighup_with_a_broken_config_keeps_the_old_one,
     Alone systemd_hears_ready_once_the_socket_serves_and_stopping,
@@ -872,6 +873,42 @@ fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
     assert!(next().contains("READY=1"));
     assert!(d.log().contains("reload failed"), "log:\n{}", d.log());
     assert_hello(&socket, "still");
+}
+
+/// `server.access_log = true`: one line per request (app, request id,
+/// status, duration, bytes, appStatus), refused requests included; with
+/// WCGID_LOG_FORMAT=json every log line is a JSON object.
+fn access_log_has_a_json_line_per_request(dir: &Path) {
+    let (config, socket) = config(dir, "access_log = true", &["hello", "cases"]);
+    let d = start(dir, &config, &socket, &[("WCGID_LOG_FORMAT", "json")]);
+    assert_hello(&socket, "logged");
+    assert_eq!(cases(&socket, "trap").cgi().status, 502);
+    let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &Params::get("/nowhere", ""), b"");
+    assert_eq!(ex.cgi().status, 404);
+    let want = [
+        ("\"app\":\"hello\"", "\"status\":\"200\""),
+        ("\"app\":\"cases\"", "\"status\":\"502\""),
+        ("\"app\":\"-\"", "\"status\":\"404\""),
+    ];
+    let found = poll(Duration::from_secs(5), || {
+        let log = d.log();
+        let access: Vec<&str> = log
+            .lines()
+            .filter(|l| l.contains("\"target\":\"wcgid::access\""))
+            .collect();
+        want.iter()
+            .all(|(app, status)| access.iter().any(|l| l.contains(app) && l.contains(status)))
+            .then_some(())
+    });
+    let log = d.log();
+    assert!(found.is_some(), "log:\n{log}");
+    for line in log.lines().filter(|l| !l.is_empty()) {
+        assert!(line.starts_with('{') && line.ends_with('}'), "not JSON: {line}");
+    }
+    assert!(
+        log.contains("\"bytes\":") && log.contains("\"exit\":134"),
+        "log:\n{log}"
+    );
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

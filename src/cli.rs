@@ -82,7 +82,10 @@ fn parse_mount(s: &str) -> Result<Mount, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_tracing();
+    if let Err(e) = init_tracing() {
+        eprintln!("error: {e}");
+        return ExitCode::from(64);
+    }
     if let Some(Command::Preinit(args)) = cli.command {
         return preinit(args);
     }
@@ -204,13 +207,21 @@ fn preinit(args: PreinitArgs) -> ExitCode {
 }
 
 /// Logs to stderr (journald adds its own timestamps under systemd), filtered
-/// by `WCGID_LOG` (tracing env-filter syntax, default `info`).
-fn init_tracing() {
+/// by `WCGID_LOG` (tracing env-filter syntax, default `info`), as text or,
+/// with `WCGID_LOG_FORMAT=json`, one JSON object per line.
+fn init_tracing() -> Result<(), String> {
     let filter = tracing_subscriber::EnvFilter::try_from_env("WCGID_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    tracing_subscriber::fmt()
+    let logs = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+        .with_writer(std::io::stderr);
+    match std::env::var("WCGID_LOG_FORMAT").as_deref() {
+        Ok("json") => logs.json().init(),
+        Ok("text") | Err(std::env::VarError::NotPresent) => logs
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        Ok(other) => return Err(format!("WCGID_LOG_FORMAT = {other:?}: use \"text\" or \"json\"")),
+        Err(e) => return Err(format!("WCGID_LOG_FORMAT: {e}")),
+    }
+    Ok(())
 }

@@ -50,6 +50,7 @@ struct RawServer {
     force_socket_mode: bool,
     workers: usize,
     queue_timeout: String,
+    access_log: bool,
     max_connections: usize,
     cache_dir: Option<PathBuf>,
 }
@@ -63,6 +64,7 @@ impl Default for RawServer {
             force_socket_mode: false,
             workers: 0,
             queue_timeout: "5s".into(),
+            access_log: false,
             max_connections: 1024,
             cache_dir: None,
         }
@@ -205,6 +207,8 @@ pub struct Server {
     /// How long a request may wait behind another connection's guest on
     /// its worker before it is answered 503 (FCGI_OVERLOADED).
     pub queue_timeout: Duration,
+    /// A log line per request (target `wcgid::access`).
+    pub access_log: bool,
     /// Where compiled modules are kept between runs (absolute), if anywhere.
     pub cache_dir: Option<PathBuf>,
 }
@@ -414,6 +418,7 @@ impl RawServer {
             workers,
             max_connections: self.max_connections,
             queue_timeout,
+            access_log: self.access_log,
             cache_dir: self.cache_dir.map(|dir| base.join(dir)),
         })
     }

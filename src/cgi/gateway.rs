@@ -7,12 +7,14 @@ use std::fmt;
 
 use bytes::Bytes;
 
-use crate::fastcgi::{self, Params, Start};
+use std::time::Instant;
+
+use crate::fastcgi::{self, Ending, Params, Start};
 use crate::sandbox::Engine;
 
 use super::body::BodyBuilder;
 use super::env::MetaVars;
-use super::job::Job;
+use super::job::{Job, log_access};
 use super::response::error_page;
 use super::script::{Route, Router};
 use super::watchdog::Watchdog;
@@ -21,17 +23,20 @@ pub struct Gateway {
     router: Router,
     engine: Engine,
     watchdog: Watchdog,
+    access_log: bool,
     /// This process's id and its requests so far: request ids.
     pid: u32,
     served: Cell<u64>,
 }
 
 impl Gateway {
-    pub fn new(router: Router, engine: Engine, watchdog: Watchdog) -> Gateway {
+    /// A gateway logging each request in the access log if `access_log`.
+    pub fn new(router: Router, engine: Engine, watchdog: Watchdog, access_log: bool) -> Gateway {
         Gateway {
             router,
             engine,
             watchdog,
+            access_log,
             pid: std::process::id(),
             served: Cell::new(0),
         }
@@ -55,11 +60,22 @@ impl fastcgi::Handler for Gateway {
     type Job = Job;
 
     fn start(&self, params: Params) -> Start<Job> {
-        let respond = |code| Start::Respond(error_page(code));
+        let started = Instant::now();
         self.served.set(self.served.get() + 1);
         let id = RequestId {
             pid: self.pid,
             seq: self.served.get(),
+        };
+        let respond = |code| {
+            let page = error_page(code);
+            if self.access_log {
+                let ending = Ending::Complete {
+                    tail: page.clone(),
+                    app_status: 0,
+                };
+                log_access("-", id, started, None, 0, &ending);
+            }
+            Start::Respond(page)
         };
         let mut vars = MetaVars::from_params(params);
         let Some(method) = vars.get("REQUEST_METHOD") else {
@@ -90,6 +106,8 @@ impl fastcgi::Handler for Gateway {
             head_only,
             body,
             watchdog: self.watchdog.clone(),
+            started,
+            access_log: self.access_log,
         })
     }
 

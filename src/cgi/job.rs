@@ -34,6 +34,9 @@ pub struct Job {
     pub(super) head_only: bool,
     pub(super) body: BodyBuilder,
     pub(super) watchdog: Watchdog,
+    /// When its PARAMS were complete, and whether to log it when it ends.
+    pub(super) started: Instant,
+    pub(super) access_log: bool,
 }
 
 impl fastcgi::Job for Job {
@@ -49,6 +52,8 @@ impl fastcgi::Job for Job {
             head_only,
             body,
             watchdog,
+            started,
+            access_log,
         } = self;
         let body = match body.finish() {
             Ok(body) => body,
@@ -86,12 +91,65 @@ impl fastcgi::Job for Job {
         stderr.finish();
         // Once the guest is stopped, whatever it did after that is for
         // nobody; past its output limit, its response is cut.
-        let ending = match (run.stopped(), over_limit) {
+        let ended = match (run.stopped(), over_limit) {
             (Some(stop), _) => Ended::Stopped(stop),
             (None, true) => Ended::OutputLimit,
             (None, false) => Ended::Guest(outcome),
         };
-        finish(out, ending, &app.name, id)
+        let (head_status, sent, pending) = out.summary();
+        let ending = finish(out, ended, &app.name, id);
+        if access_log {
+            // A cut response went out with what was pending.
+            let sent = if matches!(ending, Ending::Cut) {
+                sent + pending
+            } else {
+                sent
+            };
+            log_access(&app.name, id, started, head_status, sent, &ending);
+        }
+        ending
+    }
+}
+
+/// One access-log line: app, request, status, duration, response bytes and
+/// appStatus. A response cut short logs `cut`; a status absent (the web
+/// server gave up first), `-`.
+pub(super) fn log_access(
+    app: &str,
+    req: RequestId,
+    started: Instant,
+    head_status: Option<u16>,
+    sent: u64,
+    ending: &Ending,
+) {
+    let ms = started.elapsed().as_secs_f64() * 1000.0;
+    match ending {
+        Ending::Complete { tail, app_status } => {
+            // A short response's header block, or a gateway page, is still in
+            // the tail: its Status line comes first.
+            let status = tail
+                .strip_prefix(b"Status: ")
+                .and_then(|rest| std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok())
+                .or(head_status);
+            tracing::info!(
+                target: "wcgid::access",
+                app,
+                req = %req,
+                status = status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+                ms = format_args!("{ms:.2}"),
+                bytes = sent + tail.len() as u64,
+                exit = app_status,
+            );
+        }
+        Ending::Cut => tracing::info!(
+            target: "wcgid::access",
+            app,
+            req = %req,
+            status = head_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+            ms = format_args!("{ms:.2}"),
+            bytes = sent,
+            exit = "cut",
+        ),
     }
 }
 

@@ -215,6 +215,10 @@ pub struct ResponseWriter<S> {
     pending: BytesMut,
     /// A HEAD request: the body is dropped (RFC 3875 §4.3.3).
     head_only: bool,
+    /// The status of the header block, once it is parsed.
+    status: Option<u16>,
+    /// Bytes handed to the sink.
+    sent: u64,
 }
 
 impl<S: Sink> ResponseWriter<S> {
@@ -227,7 +231,15 @@ impl<S: Sink> ResponseWriter<S> {
             },
             pending: BytesMut::new(),
             head_only,
+            status: None,
+            sent: 0,
         }
+    }
+
+    /// The status of the header block, if it was parsed, the bytes sent so
+    /// far and those pending: for the access log.
+    pub fn summary(&self) -> (Option<u16>, u64, u64) {
+        (self.status, self.sent, self.pending.len() as u64)
     }
 
     pub fn write(&mut self, data: &[u8]) -> io::Result<()> {
@@ -249,7 +261,8 @@ impl<S: Sink> ResponseWriter<S> {
                         let mut head = std::mem::take(buf);
                         let body = head.split_off(body_start);
                         match normalize_head(&head[..block_end], &mut self.pending) {
-                            Ok(_) => {
+                            Ok(code) => {
+                                self.status = Some(code);
                                 self.state = State::Body;
                                 self.write(&body)
                             }
@@ -277,6 +290,7 @@ impl<S: Sink> ResponseWriter<S> {
             return Ok(());
         }
         let sent = self.sink.send(&self.pending);
+        self.sent += self.pending.len() as u64;
         self.pending.clear();
         sent
     }

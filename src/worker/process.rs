@@ -30,7 +30,7 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
         let listener = Listener::inherit()?;
         let queue = Queue::default().with_backlog(listener.duplicate()?);
         let watchdog = Watchdog::start(queue.clone(), server.queue_timeout)?;
-        let gateway = Rc::new(Gateway::new(router, engine, watchdog));
+        let gateway = Rc::new(Gateway::new(router, engine, watchdog, server.access_log));
         // GET_VALUES answers for the application; each worker takes its
         // share of the connections, so that together they never exceed it.
         let share = (server.max_connections / server.workers).max(1);
