@@ -12,6 +12,7 @@
 
 mod support;
 
+mod apache_tests;
 mod cgi_bin_tests;
 mod cli_tests;
 mod fastcgi_tests;
@@ -35,6 +36,7 @@ const LOG_TAIL: usize = 40;
 
 fn all_tests() -> impl Iterator<Item = &'static Test> {
     [
+        apache_tests::TESTS,
         http_tests::TESTS,
         fastcgi_tests::TESTS,
         gateway_tests::TESTS,

@@ -27,7 +27,7 @@ pub struct Nginx {
 }
 
 /// A port nobody listens on right now: bound to port 0, then released.
-fn free_port() -> u16 {
+pub fn free_port() -> u16 {
     let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
     listener.local_addr().expect("local address").port()
 }
