@@ -875,7 +875,8 @@ fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
 }
 
 /// `server.access_log = true`: one line per request (app, request id,
-/// status, duration, bytes, appStatus), refused requests included; with
+/// status, duration, restore µs, bytes, appStatus), refused requests
+/// included; with
 /// WCGID_LOG_FORMAT=json every log line is a JSON object.
 fn access_log_has_a_json_line_per_request(dir: &Path) {
     let (config, socket) = config(dir, "access_log = true", &["hello", "cases"]);
@@ -908,6 +909,19 @@ fn access_log_has_a_json_line_per_request(dir: &Path) {
         log.contains("\"bytes\":") && log.contains("\"exit\":134"),
         "log:\n{log}"
     );
+    // The guests' restore time; none for the request refused before routing.
+    let restore = |app: &str| {
+        log.lines()
+            .find(|l| l.contains("wcgid::access") && l.contains(app))
+            .and_then(|l| l.split("\"restore_us\":\"").nth(1))
+            .and_then(|rest| rest.split('"').next())
+            .map(str::to_owned)
+    };
+    assert!(
+        restore("\"app\":\"hello\"").is_some_and(|us| us.parse::<u64>().is_ok()),
+        "log:\n{log}"
+    );
+    assert_eq!(restore("\"app\":\"-\"").as_deref(), Some("-"), "log:\n{log}");
 }
 
 /// SIGUSR1 and SIGUSR2, whose default action ends a process, are logged

@@ -73,7 +73,7 @@ impl fastcgi::Handler for Gateway {
                     tail: page.clone(),
                     app_status: 0,
                 };
-                log_access("-", id, started, None, 0, &ending);
+                log_access("-", id, started, None, None, 0, &ending);
             }
             Start::Respond(page)
         };

@@ -73,6 +73,8 @@ impl fastcgi::Job for Job {
         // A client that stops reading holds the guest no longer than this.
         out.set_deadline(Instant::now() + limits.timeout);
         let exchange = Exchange {
+            began: Instant::now(),
+            restore: None,
             stdin: body,
             run: watchdog.running(out.peer(), limits.timeout, app.name.clone()),
             out: ResponseWriter::new(out, head_only),
@@ -86,6 +88,7 @@ impl fastcgi::Job for Job {
             stderr,
             run,
             over_limit,
+            restore,
             ..
         } = exchange;
         stderr.finish();
@@ -105,24 +108,27 @@ impl fastcgi::Job for Job {
             } else {
                 sent
             };
-            log_access(&app.name, id, started, head_status, sent, &ending);
+            log_access(&app.name, id, started, restore, head_status, sent, &ending);
         }
         ending
     }
 }
 
-/// One access-log line: app, request, status, duration, response bytes and
-/// appStatus. A response cut short logs `cut`; a status absent (the web
+/// One access-log line: app, request, status, duration, restore time,
+/// response bytes and appStatus. A response cut short logs `cut`; a status absent (the web
 /// server gave up first), `-`.
 pub(super) fn log_access(
     app: &str,
     req: RequestId,
     started: Instant,
+    restore: Option<Duration>,
     head_status: Option<u16>,
     sent: u64,
     ending: &Ending,
 ) {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
+    // Microseconds from the run's start to a live instance; `-` if none.
+    let restore_us = restore.map_or_else(|| "-".to_owned(), |r| r.as_micros().to_string());
     match ending {
         Ending::Complete { tail, app_status } => {
             // A short response's header block, or a gateway page, is still in
@@ -137,6 +143,7 @@ pub(super) fn log_access(
                 req = %req,
                 status = status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
                 ms = format_args!("{ms:.2}"),
+                restore_us,
                 bytes = sent + tail.len() as u64,
                 exit = app_status,
             );
@@ -147,6 +154,7 @@ pub(super) fn log_access(
             req = %req,
             status = head_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
             ms = format_args!("{ms:.2}"),
+            restore_us,
             bytes = sent,
             exit = "cut",
         ),
@@ -301,6 +309,9 @@ impl StderrLog {
 
 /// The guest's three streams, and its run as the watchdog sees it.
 struct Exchange {
+    /// When the run began, and how long until the instance was live.
+    began: Instant,
+    restore: Option<Duration>,
     stdin: Body,
     out: ResponseWriter<Stdout>,
     /// Output bytes the guest may still write (`limits.max_output`).
@@ -343,5 +354,9 @@ impl Stdio for Exchange {
 
     fn sleep(&mut self, wait: Duration) -> bool {
         self.run.sleep(wait)
+    }
+
+    fn instantiated(&mut self) {
+        self.restore = Some(self.began.elapsed());
     }
 }

@@ -59,6 +59,9 @@ pub trait Stdio: Send + 'static {
     fn flush(&mut self) -> std::io::Result<()>;
     /// Takes stderr bytes.
     fn log(&mut self, data: &[u8]);
+    /// Called once the instance exists, just before `_start` runs: where
+    /// the restore ends and the guest's own work begins.
+    fn instantiated(&mut self) {}
     /// Waits `wait` for a guest that sleeps (`poll_oneoff` on clocks).
     /// `false` stops the guest: whoever it runs for is gone.
     fn sleep(&mut self, wait: std::time::Duration) -> bool {

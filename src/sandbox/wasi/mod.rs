@@ -191,7 +191,11 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
     ) else {
         return Outcome::Trap("exports changed since load".into());
     };
-    host.as_mut(store).memory = Some(memory);
+    let state = host.as_mut(store);
+    state.memory = Some(memory);
+    if let Some(io) = state.io.as_mut() {
+        io.instantiated();
+    }
     match start.call(store) {
         Ok(()) => Outcome::Exit(0),
         Err(e) => match e.downcast::<ExitCode>() {
