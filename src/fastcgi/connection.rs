@@ -21,7 +21,9 @@ use tokio::time::Instant;
 
 use super::params::{Params, put_pair};
 use super::queue::Line;
-use super::record::{Record, RecordReader, put_end_request, put_record, put_stream, put_unknown_type, scan_for_abort};
+use super::record::{
+    Record, RecordReader, put_end_request, put_record, put_response_end, put_unknown_type, scan_for_abort,
+};
 use super::stdout::{Ending, Gone, Stdout};
 use super::{Error, KEEP_CONN, ROLE_RESPONDER, kind, status};
 
@@ -357,10 +359,7 @@ impl<R: AsyncRead + Unpin, W: AsyncWrite + Unpin, H: Handler> Connection<'_, R, 
     /// Sends the last of the current request's STDOUT and ends it (§5.5).
     async fn respond(&mut self, stdout: Bytes, app_status: u32, input_ended: bool) -> Result<Next, Error> {
         let id = self.current.as_ref().expect("responding").id;
-        let buf = &mut self.out.buf;
-        put_stream(buf, kind::STDOUT, id, &stdout);
-        put_record(buf, kind::STDOUT, id, &[]);
-        put_end_request(buf, id, app_status, status::REQUEST_COMPLETE);
+        put_response_end(&mut self.out.buf, id, &stdout, app_status, status::REQUEST_COMPLETE);
         self.out.flush().await?;
         Ok(self.end_request(input_ended))
     }

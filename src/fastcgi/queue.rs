@@ -23,14 +23,12 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
+use nix::sys::socket::{Shutdown, shutdown};
 
-use super::record::{complete_request, put_end_request, put_record, put_stream};
-use super::stdout::send_all;
-use super::{kind, status};
+use super::record::{complete_request, put_response_end};
+use super::status;
+use super::stdout::{peek, send_all};
 
-/// Bytes of a waiting connection looked at for a whole request.
-const PEEK: usize = 64 * 1024;
 /// How long an answer to a shed request may take to go out.
 const ANSWER_WITHIN: Duration = Duration::from_millis(100);
 
@@ -188,9 +186,7 @@ impl Line {
             return false;
         }
         let mut answer = BytesMut::new();
-        put_stream(&mut answer, kind::STDOUT, id, page);
-        put_record(&mut answer, kind::STDOUT, id, &[]);
-        put_end_request(&mut answer, id, 0, status::OVERLOADED);
+        put_response_end(&mut answer, id, page, 0, status::OVERLOADED);
         let _ = send_all(&self.socket, &answer, Some(now + ANSWER_WITHIN));
         // Both ways: the serving thread finds it hung up, and drops it.
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
@@ -203,13 +199,6 @@ impl Line {
         if !self.readable() {
             return None;
         }
-        let mut buf = vec![0u8; PEEK];
-        let n = recv(
-            self.socket.as_raw_fd(),
-            &mut buf,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        )
-        .ok()?;
-        complete_request(&buf[..n])
+        complete_request(&peek(&self.socket).ok()?)
     }
 }

@@ -165,6 +165,14 @@ pub fn put_stream(out: &mut BytesMut, kind: u8, id: u16, data: &[u8]) {
     }
 }
 
+/// The end of a response: the last of its STDOUT, the empty STDOUT record
+/// that ends the stream (§5.3), and END_REQUEST (§5.5).
+pub fn put_response_end(out: &mut BytesMut, id: u16, stdout: &[u8], app_status: u32, protocol_status: u8) {
+    put_stream(out, super::kind::STDOUT, id, stdout);
+    put_record(out, super::kind::STDOUT, id, &[]);
+    put_end_request(out, id, app_status, protocol_status);
+}
+
 /// FCGI_END_REQUEST (§5.5).
 pub fn put_end_request(out: &mut BytesMut, id: u16, app_status: u32, protocol_status: u8) {
     let mut body = [0u8; 8];

@@ -22,9 +22,9 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, send};
+use nix::sys::socket::{MsgFlags, recv, send};
 
-use super::record::{put_end_request, put_record, put_stream, scan_for_abort};
+use super::record::{put_response_end, put_stream, scan_for_abort};
 use super::{kind, status};
 
 /// How a job's response ends.
@@ -149,8 +149,21 @@ const POLLRDHUP: PollFlags = PollFlags::from_bits_retain(libc::POLLRDHUP);
 /// How long [`Peer::answer_instead`] may wait for the peer to take it.
 const ANSWER_WITHIN: Duration = Duration::from_secs(1);
 
-/// Bytes of unread input looked at for an FCGI_ABORT_REQUEST.
+/// Bytes of unread input looked at by [`peek`].
 const PEEK: usize = 64 * 1024;
+
+/// The start of the input waiting unread on `socket`, without reading it:
+/// empty once the peer closed; `EAGAIN` when nothing is waiting.
+pub(super) fn peek(socket: &OwnedFd) -> nix::Result<Vec<u8>> {
+    let mut buf = vec![0u8; PEEK];
+    let n = recv(
+        socket.as_raw_fd(),
+        &mut buf,
+        MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
+    )?;
+    buf.truncate(n);
+    Ok(buf)
+}
 
 /// The peer of a running request, watched from another thread.
 #[derive(Clone)]
@@ -185,9 +198,7 @@ impl Peer {
         }
         sending.taken = true;
         let mut frames = BytesMut::new();
-        put_stream(&mut frames, kind::STDOUT, self.id, stdout);
-        put_record(&mut frames, kind::STDOUT, self.id, &[]);
-        put_end_request(&mut frames, self.id, app_status, status::REQUEST_COMPLETE);
+        put_response_end(&mut frames, self.id, stdout, app_status, status::REQUEST_COMPLETE);
         send_all(&self.socket, &frames, Some(Instant::now() + ANSWER_WITHIN)).is_ok()
     }
 
@@ -228,16 +239,10 @@ impl Peer {
     /// Whether the unread input holds an ABORT_REQUEST for this request, or
     /// ends (the peer closed). Only whole records from a known boundary count.
     fn abort_waiting(&self) -> Option<Gone> {
-        let mut buf = vec![0u8; PEEK];
-        let n = match nix::sys::socket::recv(
-            self.socket.as_raw_fd(),
-            &mut buf,
-            MsgFlags::MSG_PEEK | MsgFlags::MSG_DONTWAIT,
-        ) {
-            Ok(0) => return Some(Gone::Closed),
-            Ok(n) => n,
-            Err(_) => return None,
-        };
-        (self.aligned && scan_for_abort(&buf[..n], self.id).0).then_some(Gone::Aborted)
+        match peek(&self.socket) {
+            Ok(unread) if unread.is_empty() => Some(Gone::Closed),
+            Ok(unread) => (self.aligned && scan_for_abort(&unread, self.id).0).then_some(Gone::Aborted),
+            Err(_) => None,
+        }
     }
 }
