@@ -71,12 +71,14 @@ impl fastcgi::Job for Job {
         let env = vars.to_env(app.guest.pass_http_proxy);
         let limits = app.guest.limits;
         // A client that stops reading holds the guest no longer than this.
-        out.set_deadline(Instant::now() + limits.timeout);
+        let began = Instant::now();
+        let deadline = began + limits.timeout;
+        out.set_deadline(deadline);
         let exchange = Exchange {
-            began: Instant::now(),
+            began,
             restore: None,
             stdin: body,
-            run: watchdog.running(out.peer(), limits.timeout, app.name.clone()),
+            run: watchdog.running(out.peer(), deadline, app.name.clone()),
             out: ResponseWriter::new(out, head_only),
             output_left: limits.max_output,
             over_limit: false,
@@ -129,36 +131,28 @@ pub(super) fn log_access(
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     // Microseconds from the run's start to a live instance; `-` if none.
     let restore_us = restore.map_or_else(|| "-".to_owned(), |r| r.as_micros().to_string());
-    match ending {
-        Ending::Complete { tail, app_status } => {
-            // A short response's header block, or a gateway page, is still in
-            // the tail: its Status line comes first.
-            let status = tail
-                .strip_prefix(b"Status: ")
+    let (status, bytes, exit): (_, _, &dyn tracing::Value) = match ending {
+        // A short response's header block, or a gateway page, is still in
+        // the tail: its Status line comes first.
+        Ending::Complete { tail, app_status } => (
+            tail.strip_prefix(b"Status: ")
                 .and_then(|rest| std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok())
-                .or(head_status);
-            tracing::info!(
-                target: "wcgid::access",
-                app,
-                req = %req,
-                status = status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-                ms = format_args!("{ms:.2}"),
-                restore_us,
-                bytes = sent + tail.len() as u64,
-                exit = app_status,
-            );
-        }
-        Ending::Cut => tracing::info!(
-            target: "wcgid::access",
-            app,
-            req = %req,
-            status = head_status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-            ms = format_args!("{ms:.2}"),
-            restore_us,
-            bytes = sent,
-            exit = "cut",
+                .or(head_status),
+            sent + tail.len() as u64,
+            app_status,
         ),
-    }
+        Ending::Cut => (head_status, sent, &"cut"),
+    };
+    tracing::info!(
+        target: "wcgid::access",
+        app,
+        req = %req,
+        status = status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
+        ms = format_args!("{ms:.2}"),
+        restore_us,
+        bytes,
+        exit,
+    );
 }
 
 /// How a run ended, as far as the response is concerned.

@@ -26,6 +26,7 @@ use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
@@ -63,6 +64,8 @@ struct Shared {
     /// there while a guest runs.
     queue: Queue,
     queue_timeout: Duration,
+    /// The answer to a request shed from the queue.
+    overloaded: Bytes,
     /// 0, or the [`Stop`] of the current run.
     stop: AtomicU8,
     /// Readable once `stop` is set, so that a sleeping guest wakes.
@@ -92,6 +95,7 @@ impl Watchdog {
             slot: Mutex::default(),
             queue,
             queue_timeout,
+            overloaded: error_page(503),
             stop: AtomicU8::new(0),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         });
@@ -103,9 +107,8 @@ impl Watchdog {
     }
 
     /// Marks the start of a run of `app` for the request of `peer`, to stop
-    /// after `timeout`; the run ends when the returned handle is dropped.
-    pub fn running(&self, peer: Peer, timeout: Duration, app: Arc<str>) -> Run {
-        let deadline = Instant::now() + timeout;
+    /// at `deadline`; the run ends when the returned handle is dropped.
+    pub fn running(&self, peer: Peer, deadline: Instant, app: Arc<str>) -> Run {
         let mut slot = self.shared.lock();
         slot.seq += 1;
         slot.running = Some(Watched { peer, deadline, app });
@@ -221,7 +224,7 @@ fn watch(shared: Weak<Shared>) {
                 last_resort(&watched);
             }
             drop(slot);
-            let shed = shared.queue.shed(shared.queue_timeout, &error_page(503));
+            let shed = shared.queue.shed(shared.queue_timeout, &shared.overloaded);
             if shed > 0 {
                 tracing::warn!(
                     shed,

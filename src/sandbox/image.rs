@@ -152,6 +152,20 @@ mod tests {
         wasmer::wat2wasm(wat.as_bytes()).unwrap().into_owned()
     }
 
+    /// Each data segment of `module`: whether it is passive, and its length.
+    fn segments(module: &[u8]) -> Vec<(bool, usize)> {
+        let mut seen = Vec::new();
+        for payload in Parser::new(0).parse_all(module) {
+            if let Payload::DataSection(section) = payload.unwrap() {
+                for data in section {
+                    let data = data.unwrap();
+                    seen.push((matches!(data.kind, DataKind::Passive), data.data.len()));
+                }
+            }
+        }
+        seen
+    }
+
     fn hex(bytes: &[u8]) -> String {
         bytes.iter().map(|b| format!("\\{b:02x}")).collect()
     }
@@ -183,31 +197,13 @@ mod tests {
         assert_eq!(&image[104..], &big[4..]);
         // Without a data count section no code names a segment: the active
         // ones are gone, the passive one stays.
-        let mut seen = Vec::new();
-        for payload in Parser::new(0).parse_all(&prepared.module) {
-            if let Payload::DataSection(section) = payload.unwrap() {
-                for data in section {
-                    let data = data.unwrap();
-                    seen.push((matches!(data.kind, DataKind::Passive), data.data.len()));
-                }
-            }
-        }
-        assert_eq!(seen, vec![(true, 7)]);
+        assert_eq!(segments(&prepared.module), vec![(true, 7)]);
         wasmparser::validate(&prepared.module).unwrap();
         // With code that names segments, every index stays, the active ones
         // emptied.
         let wat = wat.replace("(memory 3)", "(memory 3) (func (data.drop 1))");
         let prepared = prepare(&module(&wat)).unwrap();
-        let mut seen = Vec::new();
-        for payload in Parser::new(0).parse_all(&prepared.module) {
-            if let Payload::DataSection(section) = payload.unwrap() {
-                for data in section {
-                    let data = data.unwrap();
-                    seen.push((matches!(data.kind, DataKind::Passive), data.data.len()));
-                }
-            }
-        }
-        assert_eq!(seen, vec![(false, 0), (true, 7), (false, 0)]);
+        assert_eq!(segments(&prepared.module), vec![(false, 0), (true, 7), (false, 0)]);
         wasmparser::validate(&prepared.module).unwrap();
     }
 
