@@ -57,7 +57,9 @@ tests! {
     Alone non_socket_file_is_not_replaced,
     Alone sigterm_exits_0_and_removes_the_socket,
     Alone sigint_exits_0_and_removes_the_socket,
+    Alone sigquit_exits_0_and_removes_the_socket,
     Alone sigterm_lets_the_request_in_flight_finish,
+    Alone sigterm_under_load_answers_every_accepted_request,
     Alone sigterm_stops_the_daemon_while_a_guest_spins,
     Alone relative_paths_are_relative_to_the_config_file,
     Alone tcp_listener_serves_fastcgi,
@@ -178,23 +180,6 @@ fn check_warms_the_aot_cache_and_serve_compiles_nothing(dir: &Path) {
     assert_usage_error(&check(), &["server.cache_dir", "writable"]);
 }
 
-/// The pids of the daemon's worker processes.
-fn workers_of(daemon: i32) -> Vec<i32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
-        let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).map(str::trim);
-        let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
-        if ppid == Some(&daemon.to_string()) && cmdline.windows(8).any(|w| w == b"__worker") {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
 fn kill(pid: i32) {
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), Signal::SIGKILL).unwrap();
 }
@@ -205,7 +190,7 @@ fn kill(pid: i32) {
 fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
     let (config, socket) = config(dir, "workers = 2", &["hello", "cases"]);
     let d = start(dir, &config, &socket, &[]);
-    let workers = workers_of(d.pid());
+    let workers = d.workers();
     assert_eq!(workers.len(), 2, "worker processes: {workers:?}");
     kill(workers[0]);
     std::thread::sleep(Duration::from_millis(100));
@@ -217,7 +202,7 @@ fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
     std::thread::sleep(Duration::from_millis(300));
-    workers_of(d.pid()).into_iter().for_each(kill);
+    d.workers().into_iter().for_each(kill);
     let ex = slow.response(1);
     assert!(
         ex.end.is_none() || ex.cgi().status == 502,
@@ -228,14 +213,10 @@ fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
         assert_hello(&socket, &format!("after-second-kill-{i}"));
     }
     let back = poll(Duration::from_secs(10), || {
-        let workers = workers_of(d.pid());
+        let workers = d.workers();
         (workers.len() == 2).then_some(workers)
     });
-    assert!(
-        back.is_some(),
-        "the pool is not back to 2 workers: {:?}",
-        workers_of(d.pid())
-    );
+    assert!(back.is_some(), "the pool is not back to 2 workers: {:?}", d.workers());
 }
 
 fn missing_config_file_is_64_naming_it(dir: &Path) {
@@ -516,7 +497,7 @@ fn timeout_stops_a_sleeping_guest_with_504(dir: &Path) {
 fn timeout_ends_a_spinning_guest_and_its_worker_is_replaced(dir: &Path) {
     let (config, socket) = config(dir, "workers = 1\n[limits]\ntimeout = \"500ms\"", &["cases", "hello"]);
     let d = start(dir, &config, &socket, &[]);
-    let before = workers_of(d.pid());
+    let before = d.workers();
     let started = std::time::Instant::now();
     let ex = cases(&socket, "spin");
     let took = started.elapsed();
@@ -526,7 +507,7 @@ fn timeout_ends_a_spinning_guest_and_its_worker_is_replaced(dir: &Path) {
     next.set_timeout(Duration::from_secs(10));
     let ex = next.exchange(1, 0, &Params::get("/hello", "name=next"), b"");
     assert_eq!(ex.cgi().text(), "Hello, next!\n", "log:\n{}", d.log());
-    let after = workers_of(d.pid());
+    let after = d.workers();
     assert_eq!(after.len(), 1);
     assert_ne!(before, after, "the spinning worker must have been replaced");
     assert!(d.log().contains("ending this worker"), "log:\n{}", d.log());
@@ -538,7 +519,7 @@ fn timeout_ends_a_spinning_guest_and_its_worker_is_replaced(dir: &Path) {
 fn fuel_stops_a_spinning_guest_inside_its_worker(dir: &Path) {
     let (config, socket) = config(dir, "workers = 1\n[limits]\nfuel = 50000000", &["cases", "hello"]);
     let d = start(dir, &config, &socket, &[]);
-    let before = workers_of(d.pid());
+    let before = d.workers();
     assert_hello(&socket, "metered");
     let started = std::time::Instant::now();
     let ex = cases(&socket, "spin");
@@ -551,7 +532,7 @@ fn fuel_stops_a_spinning_guest_inside_its_worker(dir: &Path) {
     );
     assert!(d.log().contains("spent its fuel"), "log:\n{}", d.log());
     assert_hello(&socket, "after");
-    assert_eq!(workers_of(d.pid()), before, "no worker was replaced");
+    assert_eq!(d.workers(), before, "no worker was replaced");
 }
 
 /// A client that stops reading a large response: the guest's writes block
@@ -700,7 +681,8 @@ fn a_backlogged_connection_gets_503_overloaded(dir: &Path) {
 }
 
 /// Under `Type=notify`: READY=1 (with a STATUS) reaches NOTIFY_SOCKET only
-/// once the socket serves, and STOPPING=1 on SIGTERM.
+/// once the socket serves, then STATUS= with the counts, and STOPPING=1 on
+/// SIGTERM.
 fn systemd_hears_ready_once_the_socket_serves_and_stopping(dir: &Path) {
     let (config, socket) = config(dir, "workers = 2", &["hello"]);
     let notify_path = dir.join("notify.sock");
@@ -718,6 +700,18 @@ fn systemd_hears_ready_once_the_socket_serves_and_stopping(dir: &Path) {
     );
     // Ready means ready: the socket answers now.
     assert_hello(&socket, "ready");
+    // Then the counts, live.
+    let status = loop {
+        let n = notify.recv(&mut buf).expect("STATUS before 30 s");
+        let status = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if status.contains("1 requests") {
+            break status;
+        }
+    };
+    assert_eq!(
+        status,
+        "STATUS=2 workers (0 busy), 1 requests, 0 in flight, 0 rejected\n"
+    );
     d.signal(Signal::SIGTERM);
     let n = notify.recv(&mut buf).expect("STOPPING before 30 s");
     assert_eq!(String::from_utf8_lossy(&buf[..n]), "STOPPING=1\n");
@@ -856,9 +850,13 @@ fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
     let notify_env = notify_path.display().to_string();
     let d = start(dir, &config, &socket, &[("NOTIFY_SOCKET", &notify_env)]);
     let mut buf = [0u8; 4096];
-    let mut next = || {
+    // The next datagram but the STATUS= counts sent every few seconds.
+    let mut next = || loop {
         let n = notify.recv(&mut buf).expect("a datagram before 30 s");
-        String::from_utf8_lossy(&buf[..n]).into_owned()
+        let datagram = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if !datagram.lines().all(|l| l.starts_with("STATUS=")) {
+            return datagram;
+        }
     };
     assert!(next().contains("READY=1"));
     std::fs::write(&config, "[server]\nlisten = 5\n[[app]]\nname = \"x\"\n").unwrap();
@@ -929,7 +927,7 @@ fn access_log_has_a_json_line_per_request(dir: &Path) {
 fn stray_user_signals_stop_nothing(dir: &Path) {
     let (config, socket) = config(dir, "workers = 2", &["hello"]);
     let d = start(dir, &config, &socket, &[]);
-    let workers = workers_of(d.pid());
+    let workers = d.workers();
     for signal in [Signal::SIGUSR1, Signal::SIGUSR2] {
         d.signal(signal);
         for &pid in &workers {
@@ -940,7 +938,7 @@ fn stray_user_signals_stop_nothing(dir: &Path) {
     for i in 0..10 {
         assert_hello(&socket, &format!("after-{i}"));
     }
-    assert_eq!(workers_of(d.pid()), workers, "log:\n{}", d.log());
+    assert_eq!(d.workers(), workers, "log:\n{}", d.log());
     assert!(d.log().contains("SIGUSR1 ignored"), "log:\n{}", d.log());
 }
 
@@ -1018,10 +1016,15 @@ fn sigint_exits_0_and_removes_the_socket(dir: &Path) {
     assert_stops_on(dir, Signal::SIGINT);
 }
 
+fn sigquit_exits_0_and_removes_the_socket(dir: &Path) {
+    assert_stops_on(dir, Signal::SIGQUIT);
+}
+
 fn sigterm_lets_the_request_in_flight_finish(dir: &Path) {
     let (config, socket) = config(dir, "", &["cases"]);
     let mut d = start(dir, &config, &socket, &[]);
     let mut conn = fcgi::Conn::connect(&socket);
+    let started = std::time::Instant::now();
     conn.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=800"), b""));
     std::thread::sleep(Duration::from_millis(200));
     d.signal(Signal::SIGTERM);
@@ -1033,8 +1036,90 @@ fn sigterm_lets_the_request_in_flight_finish(dir: &Path) {
     let ex = conn.response(1);
     drop(conn);
     assert_eq!(ex.cgi().text(), "slept\n", "{}", ex.summary());
+    // In full: the signal did not cut the guest's sleep short.
+    assert!(
+        started.elapsed() >= Duration::from_millis(800),
+        "{:?}",
+        started.elapsed()
+    );
     assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
     let status = d.wait(Duration::from_secs(10));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "exit {status:?}; log:\n{}",
+        d.log()
+    );
+}
+
+/// SIGTERM while eight clients send requests as fast as they can, on new
+/// connections, and slow requests run: every connection the daemon's socket
+/// accepted gets its whole, right answer (the backlog is drained, not
+/// reset); the others fail to connect; the daemon exits 0.
+fn sigterm_under_load_answers_every_accepted_request(dir: &Path) {
+    // A connection each: clients queue in the listen backlog, where the
+    // stop finds some of them.
+    let (config, socket) = config(dir, "workers = 3\nmax_connections = 3", &["hello", "cases"]);
+    let mut d = start(dir, &config, &socket, &[]);
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let (answered, slow) = std::thread::scope(|s| {
+        let fast: Vec<_> = (0..8)
+            .map(|t| {
+                let (socket, stop) = (&socket, &stop);
+                s.spawn(move || {
+                    let mut answered = 0;
+                    for n in 0.. {
+                        let Ok(mut conn) = fcgi::Conn::try_connect(socket) else {
+                            // Refused or gone: the stop began; nothing was accepted.
+                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                                break;
+                            }
+                            continue;
+                        };
+                        conn.set_timeout(Duration::from_secs(20));
+                        let name = format!("t{t}r{n}");
+                        let ex = conn.exchange(1, 0, &Params::get("/hello", &format!("name={name}")), b"");
+                        assert_eq!(ex.cgi().text(), format!("Hello, {name}!\n"), "{}", ex.summary());
+                        assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
+                        answered += 1;
+                    }
+                    answered
+                })
+            })
+            .collect();
+        let slow: Vec<_> = (0..2)
+            .map(|_| {
+                let socket = &socket;
+                s.spawn(move || {
+                    let mut conn = fcgi::Conn::connect(socket);
+                    conn.set_timeout(Duration::from_secs(20));
+                    let started = std::time::Instant::now();
+                    let text = conn
+                        .exchange(1, 0, &Params::get("/cases", "sleep=1000"), b"")
+                        .cgi()
+                        .text();
+                    // Slept in full: the stop does not cut a guest's sleep.
+                    assert!(
+                        started.elapsed() >= Duration::from_millis(1000),
+                        "{:?}",
+                        started.elapsed()
+                    );
+                    text
+                })
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(500));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        d.signal(Signal::SIGTERM);
+        let answered: usize = fast
+            .into_iter()
+            .map(|t| t.join().expect("every accepted request answered"))
+            .sum();
+        let slow: Vec<String> = slow.into_iter().map(|t| t.join().unwrap()).collect();
+        (answered, slow)
+    });
+    assert_eq!(slow, ["slept\n", "slept\n"], "log:\n{}", d.log());
+    assert!(answered >= 50, "only {answered} requests before the stop");
+    let status = d.wait(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.code() == Some(0)),
         "exit {status:?}; log:\n{}",

@@ -1,17 +1,21 @@
-//! The `wcgid` command line: `serve` (the default) and `check`.
+//! The `wcgid` command line: `serve` (the default), `check`, `status` and
+//! `preinit`.
 //!
 //! Exit codes: 0 on success, 64 (EX_USAGE) when the configuration or a module
-//! it names is unusable, 1 when serving fails.
+//! it names is unusable, 1 when serving fails; `status`: 69
+//! (EX_UNAVAILABLE) when the admin socket does not answer, 1 when it
+//! answers with an error.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 use crate::cgi::Router;
-use crate::config::Config;
+use crate::config::{Config, Listen};
 use crate::preinit;
 use crate::sandbox::{Engine, Mount};
+use crate::status;
 use crate::worker;
 
 #[derive(Parser)]
@@ -34,6 +38,8 @@ enum Command {
     Serve,
     /// Validate the configuration and compile every module, then exit.
     Check,
+    /// Print the status page of the running daemon, from its admin socket.
+    Status(StatusArgs),
     /// Pre-initialize a module, Wizer-compatibly: run its init function and
     /// write a module that starts from the state it left.
     Preinit(PreinitArgs),
@@ -59,6 +65,22 @@ struct PreinitArgs {
     /// A host directory the init may read, at a guest path (repeatable).
     #[arg(long = "mount", value_name = "HOST::GUEST", value_parser = parse_mount)]
     mounts: Vec<Mount>,
+}
+
+#[derive(clap::Args)]
+struct StatusArgs {
+    /// The status page as JSON.
+    #[arg(long, conflicts_with_all = ["metrics", "ping"])]
+    json: bool,
+    /// The Prometheus metrics.
+    #[arg(long, conflicts_with = "ping")]
+    metrics: bool,
+    /// Only whether the daemon serves: `pong`.
+    #[arg(long)]
+    ping: bool,
+    /// The admin socket [default: admin.listen of the configuration].
+    #[arg(long, value_name = "unix:PATH|tcp:IP:PORT", value_parser = crate::config::parse_listen)]
+    socket: Option<Listen>,
 }
 
 fn parse_rename(s: &str) -> Result<(String, String), String> {
@@ -88,6 +110,9 @@ pub fn main() -> ExitCode {
     }
     if let Some(Command::Preinit(args)) = cli.command {
         return preinit(args);
+    }
+    if let Some(Command::Status(args)) = cli.command {
+        return status(&cli.config, args);
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -145,7 +170,7 @@ pub fn main() -> ExitCode {
             // The workers load the modules from the cache just filled.
             drop(router);
             let cache_dir = cache_dir.expect("serving has a cache");
-            match worker::supervise(&cli.config, &config.server, &cache_dir) {
+            match worker::supervise(&cli.config, &config, &cache_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -160,7 +185,45 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Preinit(_) => unreachable!("handled above"),
+        Command::Preinit(_) | Command::Status(_) => unreachable!("handled above"),
+    }
+}
+
+/// `wcgid status`: the page from the admin socket on stdout.
+fn status(config: &Path, args: StatusArgs) -> ExitCode {
+    let listen = match args.socket {
+        Some(listen) => listen,
+        None => match Config::load(config).map(|c| c.admin) {
+            Ok(Some(admin)) => admin.listen,
+            Ok(None) => {
+                tracing::error!("{}: no [admin] socket configured; pass --socket", config.display());
+                return ExitCode::from(64);
+            }
+            Err(e) => {
+                tracing::error!("invalid configuration: {e}");
+                return ExitCode::from(64);
+            }
+        },
+    };
+    let (page, query) = match (args.json, args.metrics, args.ping) {
+        (true, _, _) => ("status", "json"),
+        (_, true, _) => ("metrics", ""),
+        (_, _, true) => ("ping", ""),
+        _ => ("status", ""),
+    };
+    match status::fetch(&listen, page, query) {
+        Ok((200, body)) => {
+            print!("{body}");
+            ExitCode::SUCCESS
+        }
+        Ok((code, body)) => {
+            tracing::error!("{listen} answered {code}: {}", body.trim());
+            ExitCode::FAILURE
+        }
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::from(69)
+        }
     }
 }
 

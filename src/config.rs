@@ -39,6 +39,22 @@ struct Raw {
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
     cgi_bin: Option<RawCgiBin>,
+    admin: Option<RawAdmin>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawAdmin {
+    listen: String,
+    #[serde(default = "default_socket_mode")]
+    socket_mode: String,
+    socket_group: Option<String>,
+    #[serde(default)]
+    force_socket_mode: bool,
+}
+
+fn default_socket_mode() -> String {
+    "0660".into()
 }
 
 #[derive(Debug, Deserialize)]
@@ -59,7 +75,7 @@ impl Default for RawServer {
     fn default() -> Self {
         RawServer {
             listen: "unix:/run/wcgid/wcgid.sock".into(),
-            socket_mode: "0660".into(),
+            socket_mode: default_socket_mode(),
             socket_group: None,
             force_socket_mode: false,
             workers: 0,
@@ -161,6 +177,8 @@ struct RawMount {
 #[derive(Debug, Clone)]
 pub struct Config {
     pub server: Server,
+    /// The admin socket (status, metrics, ping), if any.
+    pub admin: Option<Socket>,
     pub apps: Vec<App>,
     pub cgi_bin: Option<CgiBin>,
     pub params: ParamsLimits,
@@ -193,13 +211,19 @@ pub struct Limits {
     pub fuel: u64,
 }
 
+/// A socket to listen on, and who may connect to it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Socket {
+    pub listen: Listen,
+    /// Permission bits of a Unix socket.
+    pub mode: u32,
+    /// Group that owns a Unix socket (name, gid).
+    pub group: Option<(String, u32)>,
+}
+
 #[derive(Debug, Clone)]
 pub struct Server {
-    pub listen: Listen,
-    /// Permission bits of the Unix socket.
-    pub socket_mode: u32,
-    /// Group that owns the Unix socket (name, gid).
-    pub socket_group: Option<(String, u32)>,
+    pub socket: Socket,
     /// Worker processes, each running one guest at a time.
     pub workers: usize,
     /// FastCGI connections served at once.
@@ -354,8 +378,20 @@ impl Raw {
                 })
             })
             .transpose()?;
+        let admin = self
+            .admin
+            .map(|a| socket("admin.", &a.listen, &a.socket_mode, a.socket_group, a.force_socket_mode))
+            .transpose()?;
+        if admin.as_ref().is_some_and(|a| a.listen == server.socket.listen) {
+            return Err(invalid(
+                "admin.listen",
+                &server.socket.listen,
+                "must differ from server.listen",
+            ));
+        }
         Ok(Config {
             server,
+            admin,
             apps,
             cgi_bin,
             params,
@@ -365,35 +401,13 @@ impl Raw {
 
 impl RawServer {
     fn validate(self, base: &Path) -> Result<Server, Error> {
-        let listen = parse_listen(&self.listen).map_err(|why| invalid("server.listen", &self.listen, why))?;
-        let socket_mode = u32::from_str_radix(&self.socket_mode, 8)
-            .ok()
-            .filter(|m| *m <= 0o777)
-            .ok_or_else(|| {
-                invalid(
-                    "server.socket_mode",
-                    &self.socket_mode,
-                    "must be octal permission bits like \"0660\"",
-                )
-            })?;
-        // Anyone who can write to the socket can run any app with any
-        // params: world-writable only on purpose.
-        if socket_mode & 0o002 != 0 && !self.force_socket_mode {
-            return Err(invalid(
-                "server.socket_mode",
-                &self.socket_mode,
-                "lets every local user send FastCGI requests; use 0660 with socket_group, \
-                 or set server.force_socket_mode = true",
-            ));
-        }
-        let socket_group = self
-            .socket_group
-            .map(|g| {
-                resolve_group(&g)
-                    .map(|gid| (g.clone(), gid))
-                    .map_err(|why| invalid("server.socket_group", &g, why))
-            })
-            .transpose()?;
+        let socket = socket(
+            "server.",
+            &self.listen,
+            &self.socket_mode,
+            self.socket_group,
+            self.force_socket_mode,
+        )?;
         if self.max_connections == 0 {
             return Err(invalid("server.max_connections", 0, "must be at least 1"));
         }
@@ -412,9 +426,7 @@ impl RawServer {
             })
             .map_err(|why| invalid("server.queue_timeout", &self.queue_timeout, why))?;
         Ok(Server {
-            listen,
-            socket_mode,
-            socket_group,
+            socket,
             workers,
             max_connections: self.max_connections,
             queue_timeout,
@@ -422,6 +434,42 @@ impl RawServer {
             cache_dir: self.cache_dir.map(|dir| base.join(dir)),
         })
     }
+}
+
+/// A socket's keys validated; `key` prefixes their names in errors.
+fn socket(key: &str, listen: &str, mode: &str, group: Option<String>, force_mode: bool) -> Result<Socket, Error> {
+    let listen = parse_listen(listen).map_err(|why| invalid(format!("{key}listen"), listen, why))?;
+    let bits = u32::from_str_radix(mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| {
+            invalid(
+                format!("{key}socket_mode"),
+                mode,
+                "must be octal permission bits like \"0660\"",
+            )
+        })?;
+    // Anyone who can write to the socket can send it any request:
+    // world-writable only on purpose.
+    if bits & 0o002 != 0 && !force_mode {
+        return Err(invalid(
+            format!("{key}socket_mode"),
+            mode,
+            format!("lets every local user connect; use 0660 with socket_group, or set {key}force_socket_mode = true"),
+        ));
+    }
+    let group = group
+        .map(|g| {
+            resolve_group(&g)
+                .map(|gid| (g.clone(), gid))
+                .map_err(|why| invalid(format!("{key}socket_group"), &g, why))
+        })
+        .transpose()?;
+    Ok(Socket {
+        listen,
+        mode: bits,
+        group,
+    })
 }
 
 impl RawGuest {
@@ -617,7 +665,8 @@ fn parse_duration(text: &str) -> Result<Duration, String> {
     }
 }
 
-fn parse_listen(s: &str) -> Result<Listen, String> {
+/// `unix:/absolute/path` or `tcp:IP:PORT`.
+pub fn parse_listen(s: &str) -> Result<Listen, String> {
     if let Some(path) = s.strip_prefix("unix:") {
         let path = PathBuf::from(path);
         if !path.is_absolute() {
@@ -694,8 +743,8 @@ mod tests {
     #[test]
     fn defaults() {
         let c = load("", &[]).unwrap();
-        assert_eq!(c.server.listen, Listen::Unix("/run/wcgid/wcgid.sock".into()));
-        assert_eq!(c.server.socket_mode, 0o660);
+        assert_eq!(c.server.socket.listen, Listen::Unix("/run/wcgid/wcgid.sock".into()));
+        assert_eq!(c.server.socket.mode, 0o660);
         assert!(c.server.workers >= 1);
         assert!(c.apps.is_empty() && c.cgi_bin.is_none());
     }
@@ -740,7 +789,7 @@ mod tests {
             ],
         )
         .unwrap();
-        assert_eq!(c.server.listen, Listen::Tcp("127.0.0.1:9000".parse().unwrap()));
+        assert_eq!(c.server.socket.listen, Listen::Tcp("127.0.0.1:9000".parse().unwrap()));
         assert_eq!(c.server.workers, 3);
         let e = load("", &[("WCGID_SERVER__LISTN", "x")]).unwrap_err().to_string();
         assert!(e.contains("listn"), "{e}");
@@ -758,7 +807,32 @@ mod tests {
     #[test]
     fn a_world_writable_socket_must_be_forced() {
         let c = load("[server]\nsocket_mode = \"0666\"\nforce_socket_mode = true\n", &[]).unwrap();
-        assert_eq!(c.server.socket_mode, 0o666);
+        assert_eq!(c.server.socket.mode, 0o666);
+    }
+
+    #[test]
+    fn the_admin_socket_is_optional_and_checked_like_the_server_socket() {
+        assert_eq!(load("", &[]).unwrap().admin, None);
+        let c = load("[admin]\nlisten = \"unix:/run/a.sock\"\n", &[]).unwrap();
+        let admin = c.admin.unwrap();
+        assert_eq!((admin.listen, admin.mode), (Listen::Unix("/run/a.sock".into()), 0o660));
+        for (toml, needles) in [
+            ("[admin]\nsocket_mode = \"0600\"\n", &["admin", "listen"][..]),
+            (
+                "[admin]\nlisten = \"unix:/run/a.sock\"\nsocket_mode = \"0666\"\n",
+                &["admin.socket_mode", "admin.force_socket_mode"],
+            ),
+            (
+                "[admin]\nlisten = \"unix:/run/wcgid/wcgid.sock\"\n",
+                &["admin.listen", "server.listen"],
+            ),
+            ("[admin]\nlisten = \"a.sock\"\n", &["admin.listen", "unix:"]),
+        ] {
+            let e = err(toml);
+            for needle in needles {
+                assert!(e.contains(needle), "{toml:?}: {e:?} lacks {needle:?}");
+            }
+        }
     }
 
     #[test]

@@ -17,8 +17,9 @@
 //! running, and a worker's main loop.
 //!
 //! Beside them: [`config`] reads and validates the configuration,
-//! [`preinit`] is the Wizer-compatible snapshot tool, [`cli`] is the command
-//! line.
+//! [`preinit`] is the Wizer-compatible snapshot tool, [`status`] counts
+//! requests and serves the status page, metrics and ping on the admin
+//! socket, [`cli`] is the command line.
 
 #![deny(unsafe_code)]
 
@@ -29,4 +30,5 @@ pub mod fastcgi;
 pub mod listener;
 pub mod preinit;
 pub mod sandbox;
+pub mod status;
 pub mod worker;

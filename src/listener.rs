@@ -16,12 +16,14 @@
 //! activation the socket systemd passed is used instead, and its file left
 //! to systemd.
 
+use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
@@ -30,7 +32,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener, UnixSocket};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::config::{Listen, Server};
+use crate::config::{Listen, Socket};
 use crate::fastcgi::{self, Caps, Handler, Line, Listening, Queue};
 
 /// Pending connections the kernel queues for us: nginx opens many at once.
@@ -65,33 +67,70 @@ struct SocketFile {
 }
 
 impl Bound {
-    /// The listening socket systemd passed (socket activation: `LISTEN_FDS`
-    /// and `LISTEN_PID`, the first fd, 3), else one bound as configured.
+    /// The FastCGI socket and the admin socket, if any: those systemd passed
+    /// (socket activation: `LISTEN_FDS` and `LISTEN_PID`, fds from 3, the
+    /// one `LISTEN_FDNAMES` names `admin` being the admin socket and the
+    /// first other one the FastCGI socket), else bound as configured.
     /// Must run inside the tokio runtime.
-    pub fn bind(server: &Server) -> Result<Bound, Error> {
-        let io_err = |source| Error::Io {
-            listen: server.listen.to_string(),
-            source,
+    pub fn bind_all(server: &Socket, admin: Option<&Socket>) -> Result<(Bound, Option<Bound>), Error> {
+        let (fastcgi, passed_admin) = Bound::passed()?;
+        let fastcgi = match fastcgi {
+            Some(bound) => bound,
+            None => Bound::bind(server)?,
         };
-        // Reading the variables also removes them: workers must not see them.
+        let admin = match (passed_admin, admin) {
+            (Some(bound), _) => Some(bound),
+            (None, Some(admin)) => Some(Bound::bind(admin)?),
+            (None, None) => None,
+        };
+        Ok((fastcgi, admin))
+    }
+
+    /// The sockets systemd passed, by name. Reading the variables also
+    /// removes `LISTEN_FDS` and `LISTEN_PID`; workers are started without
+    /// `LISTEN_FDNAMES`.
+    fn passed() -> Result<(Option<Bound>, Option<Bound>), Error> {
         let mut passed = listenfd::ListenFd::from_env();
-        if passed.len() > 0 {
+        let names = std::env::var("LISTEN_FDNAMES").unwrap_or_default();
+        let mut names = names.split(':');
+        let (mut fastcgi, mut admin) = (None, None);
+        for index in 0..passed.len() {
+            let name = names.next().unwrap_or("");
+            let fd = index + 3;
             let activation = |source| Error::Io {
-                listen: "the socket systemd passed (fd 3)".into(),
+                listen: format!("the socket systemd passed as fd {fd} ({name:?})"),
                 source,
             };
-            let socket: OwnedFd = match passed.take_unix_listener(0) {
+            let socket: OwnedFd = match passed.take_unix_listener(index) {
                 Ok(Some(listener)) => listener.into(),
-                _ => match passed.take_tcp_listener(0).map_err(activation)? {
+                _ => match passed.take_tcp_listener(index).map_err(activation)? {
                     Some(listener) => listener.into(),
-                    None => return Err(activation(io::Error::other("fd 3 is not a listening socket"))),
+                    None => return Err(activation(io::Error::other("not a listening socket"))),
                 },
             };
-            tracing::info!("socket activation: serving on the socket systemd passed (fd 3), not server.listen");
-            return Ok(Bound { socket, file: None });
+            let slot = match name {
+                "admin" => &mut admin,
+                _ => &mut fastcgi,
+            };
+            match slot {
+                Some(_) => tracing::warn!(fd, name, "socket activation: an extra socket, ignored"),
+                None => {
+                    tracing::info!(fd, name, "socket activation: serving on a socket systemd passed");
+                    *slot = Some(Bound { socket, file: None });
+                }
+            }
         }
-        match &server.listen {
-            Listen::Unix(path) => bind_unix(path, server).map_err(|e| match e {
+        Ok((fastcgi, admin))
+    }
+
+    /// A socket bound as configured.
+    fn bind(config: &Socket) -> Result<Bound, Error> {
+        let io_err = |source| Error::Io {
+            listen: config.listen.to_string(),
+            source,
+        };
+        match &config.listen {
+            Listen::Unix(path) => bind_unix(path, config).map_err(|e| match e {
                 BindError::Io(source) => io_err(source),
                 BindError::Listener(e) => e,
             }),
@@ -122,11 +161,14 @@ impl Bound {
     }
 
     /// Gives the Unix socket its configured name: it now answers there.
-    pub fn publish(&mut self) -> io::Result<()> {
+    pub fn publish(&mut self) -> Result<(), Error> {
         if let Some(file) = &mut self.file
             && file.at != file.path
         {
-            std::fs::rename(&file.at, &file.path)?;
+            std::fs::rename(&file.at, &file.path).map_err(|source| Error::Io {
+                listen: format!("unix:{}", file.path.display()),
+                source,
+            })?;
             file.at = file.path.clone();
         }
         Ok(())
@@ -154,7 +196,7 @@ impl From<io::Error> for BindError {
     }
 }
 
-fn bind_unix(path: &Path, server: &Server) -> Result<Bound, BindError> {
+fn bind_unix(path: &Path, config: &Socket) -> Result<Bound, BindError> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => match std::os::unix::net::UnixStream::connect(path) {
             Ok(_) => return Err(BindError::Listener(Error::InUse(path.into()))),
@@ -170,7 +212,10 @@ fn bind_unix(path: &Path, server: &Server) -> Result<Bound, BindError> {
     // The temporary name is short, so that it fits sun_path wherever the
     // configured one does (else the socket is bound where it belongs at
     // once, and answers before the workers are ready).
-    let temp = path.with_file_name(format!(".w{}", std::process::id()));
+    // Numbered: the FastCGI and admin sockets may share a directory.
+    static BOUND: AtomicUsize = AtomicUsize::new(0);
+    let n = BOUND.fetch_add(1, Ordering::Relaxed);
+    let temp = path.with_file_name(format!(".w{}.{n}", std::process::id()));
     let at = match temp.as_os_str().len() < SUN_PATH_MAX {
         true => temp,
         false => path.to_owned(),
@@ -186,7 +231,7 @@ fn bind_unix(path: &Path, server: &Server) -> Result<Bound, BindError> {
     let bound = socket.bind(&at);
     umask(old);
     bound?;
-    let mut bound = Bound {
+    let bound = Bound {
         socket: socket.listen(BACKLOG)?.into_std()?.into(),
         file: Some(SocketFile {
             ino: std::fs::metadata(&at)?.ino(),
@@ -195,13 +240,10 @@ fn bind_unix(path: &Path, server: &Server) -> Result<Bound, BindError> {
         }),
     };
     let at = &bound.file.as_ref().expect("just set").at;
-    if let Some((_, gid)) = &server.socket_group {
+    if let Some((_, gid)) = &config.group {
         std::os::unix::fs::chown(at, None, Some(*gid))?;
     }
-    std::fs::set_permissions(at, std::fs::Permissions::from_mode(server.socket_mode))?;
-    if at == path {
-        bound.publish()?;
-    }
+    std::fs::set_permissions(at, std::fs::Permissions::from_mode(config.mode))?;
     Ok(bound)
 }
 
@@ -218,6 +260,11 @@ impl Listener {
         let socket = io::stdin().as_fd().try_clone_to_owned()?;
         let null = std::fs::File::open("/dev/null")?;
         nix::unistd::dup2_stdin(&null)?;
+        Listener::from_socket(socket)
+    }
+
+    /// A listening socket, for the tokio runtime it is called in.
+    pub fn from_socket(socket: OwnedFd) -> io::Result<Listener> {
         let family = getsockname::<SockaddrStorage>(std::os::fd::AsRawFd::as_raw_fd(&socket))?.family();
         match family {
             Some(AddressFamily::Unix) => {
@@ -278,8 +325,11 @@ enum Accepted {
 
 /// Accepts connections until `stop` turns true, serving each on a task of
 /// the current [`tokio::task::LocalSet`], at most `limit` at once.
-/// Then stops accepting, closes idle connections, and waits up to [`DRAIN`]
-/// for the busy ones to finish.
+/// Then, if `drain_backlog` is set by then, takes the connections already
+/// waiting in the listen backlog (their peers connected before the stop;
+/// when the daemon stops, the supervisor removes the socket's path first,
+/// so no more arrive), stops accepting, closes idle connections, and waits
+/// up to [`DRAIN`] for the busy ones to finish.
 pub async fn serve<H: Handler + 'static>(
     listener: Listener,
     handler: Rc<H>,
@@ -287,19 +337,47 @@ pub async fn serve<H: Handler + 'static>(
     limit: usize,
     queue: Queue,
     mut stop: watch::Receiver<bool>,
+    drain_backlog: Rc<Cell<bool>>,
 ) {
     let caps = Rc::new(caps);
     let conns = Arc::new(Semaphore::new(limit));
+    // Set at the stop: until when the backlog may be drained.
+    let mut stopping: Option<tokio::time::Instant> = None;
     loop {
-        let permit = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => break,
-            permit = conns.clone().acquire_owned() => permit.expect("never closed"),
-        };
-        let accepted = tokio::select! {
-            _ = stop.wait_for(|stop| *stop) => break,
-            accepted = listener.accept() => accepted,
+        let permit = conns.clone().acquire_owned();
+        let permit = match stopping {
+            None => tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => {
+                    stopping = Some(tokio::time::Instant::now() + DRAIN);
+                    continue;
+                }
+                permit = permit => permit,
+            },
+            Some(until) => match tokio::time::timeout_at(until, permit).await {
+                Ok(permit) => permit,
+                Err(_) => break,
+            },
+        }
+        .expect("never closed");
+        let accepted = match stopping {
+            None => tokio::select! {
+                _ = stop.wait_for(|stop| *stop) => {
+                    stopping = Some(tokio::time::Instant::now() + DRAIN);
+                    continue;
+                }
+                accepted = listener.accept() => accepted,
+            },
+            Some(until) if !drain_backlog.get() || tokio::time::Instant::now() >= until => break,
+            // Only what is waiting now: a zero timeout polls accept once.
+            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+                Ok(accepted) => accepted,
+                Err(_) => break,
+            },
         };
         let (handler, caps, stop) = (handler.clone(), caps.clone(), stop.clone());
+        if accepted.is_ok() {
+            handler.connected();
+        }
         match accepted {
             Ok(Accepted::Unix(r, w, socket)) => {
                 let line = queue.register(socket);
@@ -308,6 +386,10 @@ pub async fn serve<H: Handler + 'static>(
             Ok(Accepted::Tcp(r, w, socket)) => {
                 let line = queue.register(socket);
                 tokio::task::spawn_local(connection(r, w, line, handler, caps, stop, permit));
+            }
+            Err(e) if stopping.is_some() => {
+                tracing::warn!("accept failed while stopping: {e}");
+                break;
             }
             Err(e) => {
                 // EMFILE and friends: back off instead of spinning.
@@ -318,7 +400,8 @@ pub async fn serve<H: Handler + 'static>(
     }
     drop(listener);
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
-    if tokio::time::timeout(DRAIN, conns.acquire_many(all)).await.is_err() {
+    let until = stopping.unwrap_or_else(|| tokio::time::Instant::now() + DRAIN);
+    if tokio::time::timeout_at(until, conns.acquire_many(all)).await.is_err() {
         tracing::warn!("connections still open after {DRAIN:?}; stopping anyway");
     }
 }

@@ -131,6 +131,24 @@ impl Daemon {
         self.child.id() as i32
     }
 
+    /// The pids of its worker processes.
+    pub fn workers(&self) -> Vec<i32> {
+        let daemon = self.pid().to_string();
+        let mut pids = Vec::new();
+        for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+                continue;
+            };
+            let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+            let ppid = status.lines().find_map(|l| l.strip_prefix("PPid:")).map(str::trim);
+            let cmdline = std::fs::read(entry.path().join("cmdline")).unwrap_or_default();
+            if ppid == Some(&daemon) && cmdline.windows(8).any(|w| w == b"__worker") {
+                pids.push(pid);
+            }
+        }
+        pids
+    }
+
     /// The whole log so far.
     pub fn log(&self) -> String {
         String::from_utf8_lossy(&std::fs::read(&self.log).unwrap_or_default()).into_owned()

@@ -256,10 +256,15 @@ pub struct Conn {
 
 impl Conn {
     pub fn connect(socket: &Path) -> Conn {
-        let stream = UnixStream::connect(socket).unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()));
-        stream.set_read_timeout(Some(TIMEOUT)).expect("set timeout");
-        stream.set_write_timeout(Some(TIMEOUT)).expect("set timeout");
-        Conn { stream }
+        Conn::try_connect(socket).unwrap_or_else(|e| panic!("connect to {}: {e}", socket.display()))
+    }
+
+    /// Like [`Conn::connect`], but the error is the caller's to judge.
+    pub fn try_connect(socket: &Path) -> io::Result<Conn> {
+        let stream = UnixStream::connect(socket)?;
+        stream.set_read_timeout(Some(TIMEOUT))?;
+        stream.set_write_timeout(Some(TIMEOUT))?;
+        Ok(Conn { stream })
     }
 
     pub fn send(&mut self, bytes: &[u8]) {

@@ -4,7 +4,7 @@
 //! Layout of its directory:
 //!
 //! ```text
-//! wcgid.sock  wcgid.toml  wcgid.log
+//! wcgid.sock  admin.sock  wcgid.toml  wcgid.log
 //! data/                   mounted at /data for the cases app
 //!   file.txt  sub/inner.txt
 //!   link -> ../outside    (absolute symlink leading out of the mount)
@@ -41,6 +41,8 @@ pub struct Fixture {
     pub nginx: Nginx,
     pub daemon: Daemon,
     pub socket: PathBuf,
+    /// The daemon's admin socket (status, metrics, ping).
+    pub admin: PathBuf,
     pub data: PathBuf,
     pub cgi_root: PathBuf,
     pub elsewhere: PathBuf,
@@ -110,10 +112,11 @@ impl Fixture {
         io("symlink", symlink(&elsewhere, cgi_root.join("outdir")))?;
 
         let socket = dir.join("wcgid.sock");
+        let admin = dir.join("admin.sock");
         let config = dir.join("wcgid.toml");
         io(
             "write config",
-            std::fs::write(&config, config_text(&socket, &data, &cgi_root)),
+            std::fs::write(&config, config_text(&socket, &admin, &data, &cgi_root)),
         )?;
         let daemon = Daemon::start(&config, &dir.join("wcgid.log"), &socket, &[SECRET_ENV])?;
         let nginx_dir = dir.join("nginx");
@@ -122,6 +125,7 @@ impl Fixture {
             &nginx_dir,
             &Vars {
                 socket: &socket,
+                admin: &admin,
                 docroot: &www,
             },
         )?;
@@ -129,6 +133,7 @@ impl Fixture {
             nginx,
             daemon,
             socket,
+            admin,
             data,
             cgi_root,
             elsewhere,
@@ -173,7 +178,7 @@ impl Fixture {
     }
 }
 
-fn config_text(socket: &Path, data: &Path, cgi_root: &Path) -> String {
+fn config_text(socket: &Path, admin: &Path, data: &Path, cgi_root: &Path) -> String {
     let module = |name: &str| example_module(name).display().to_string();
     format!(
         r#"# Written by integration/support/fixture.rs.
@@ -181,6 +186,9 @@ fn config_text(socket: &Path, data: &Path, cgi_root: &Path) -> String {
 listen = "unix:{socket}"
 workers = 4
 max_connections = {MAX_CONNECTIONS}
+
+[admin]
+listen = "unix:{admin}"
 
 [[app]]
 name = "hello"
@@ -245,6 +253,7 @@ root = "{cgi_root}"
 env = {{ CGI_BIN = "yes" }}
 "#,
         socket = socket.display(),
+        admin = admin.display(),
         hello = module("hello"),
         hello_c = module("hello-c"),
         echo = module("echo"),

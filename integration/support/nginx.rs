@@ -17,6 +17,8 @@ use super::{kill_tree, poll, track, untrack};
 /// `{{PORT}}`, `{{USER}}` and `{{INTEGRATION}}`, which [`Nginx::start`] fills in.
 pub struct Vars<'a> {
     pub socket: &'a Path,
+    /// wcgid's admin socket.
+    pub admin: &'a Path,
     pub docroot: &'a Path,
 }
 
@@ -76,6 +78,7 @@ impl Nginx {
             .replace("{{PORT}}", &port.to_string())
             .replace("{{INTEGRATION}}", &integration.display().to_string())
             .replace("{{SOCKET}}", &vars.socket.display().to_string())
+            .replace("{{ADMIN}}", &vars.admin.display().to_string())
             .replace("{{DOCROOT}}", &vars.docroot.display().to_string());
         if let Some(at) = conf.find("{{") {
             return Err(format!("unfilled placeholder in nginx.conf: {}", &conf[at..at + 20]));

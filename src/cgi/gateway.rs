@@ -4,13 +4,14 @@
 
 use std::cell::Cell;
 use std::fmt;
+use std::sync::Arc;
+use std::time::Instant;
 
 use bytes::Bytes;
 
-use std::time::Instant;
-
-use crate::fastcgi::{self, Ending, Params, Start};
+use crate::fastcgi::{self, Params, Start};
 use crate::sandbox::Engine;
+use crate::status::{NO_APP, Stats};
 
 use super::body::BodyBuilder;
 use super::env::MetaVars;
@@ -24,19 +25,22 @@ pub struct Gateway {
     engine: Engine,
     watchdog: Watchdog,
     access_log: bool,
+    stats: Arc<Stats>,
     /// This process's id and its requests so far: request ids.
     pid: u32,
     served: Cell<u64>,
 }
 
 impl Gateway {
-    /// A gateway logging each request in the access log if `access_log`.
-    pub fn new(router: Router, engine: Engine, watchdog: Watchdog, access_log: bool) -> Gateway {
+    /// A gateway counting its requests in `stats`, and logging each in the
+    /// access log if `access_log`.
+    pub fn new(router: Router, engine: Engine, watchdog: Watchdog, access_log: bool, stats: Arc<Stats>) -> Gateway {
         Gateway {
             router,
             engine,
             watchdog,
             access_log,
+            stats,
             pid: std::process::id(),
             served: Cell::new(0),
         }
@@ -66,24 +70,21 @@ impl fastcgi::Handler for Gateway {
             pid: self.pid,
             seq: self.served.get(),
         };
-        let respond = |code| {
+        let respond = |app: &str, code| {
+            self.stats.answered(app, code);
             let page = error_page(code);
             if self.access_log {
-                let ending = Ending::Complete {
-                    tail: page.clone(),
-                    app_status: 0,
-                };
-                log_access("-", id, started, None, None, 0, &ending);
+                log_access(app, id, started, None, Some(code), page.len() as u64, &0);
             }
             Start::Respond(page)
         };
         let mut vars = MetaVars::from_params(params);
         let Some(method) = vars.get("REQUEST_METHOD") else {
-            return respond(400);
+            return respond(NO_APP, 400);
         };
         let head_only = method == b"HEAD";
         let Ok(content_length) = content_length(&vars) else {
-            return respond(400);
+            return respond(NO_APP, 400);
         };
         let app = match self.router.route(&mut vars) {
             Route::App(app) => app,
@@ -91,13 +92,13 @@ impl fastcgi::Handler for Gateway {
                 Ok(app) => app,
                 Err(refusal) => {
                     tracing::info!(req = %id, ?refusal, "cgi-bin request refused");
-                    return respond(refusal as u16);
+                    return respond(NO_APP, refusal as u16);
                 }
             },
-            Route::NotFound => return respond(404),
+            Route::NotFound => return respond(NO_APP, 404),
         };
         let Ok(body) = BodyBuilder::new(content_length, app.guest.limits.max_body) else {
-            return respond(413);
+            return respond(&app.name, 413);
         };
         Start::Run(Job {
             id,
@@ -108,10 +109,16 @@ impl fastcgi::Handler for Gateway {
             watchdog: self.watchdog.clone(),
             started,
             access_log: self.access_log,
+            in_flight: self.stats.in_flight(),
         })
     }
 
+    fn connected(&self) {
+        self.stats.connection();
+    }
+
     fn params_too_large(&self) -> Bytes {
+        self.stats.answered(NO_APP, 431);
         error_page(431)
     }
 }

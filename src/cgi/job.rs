@@ -10,6 +10,7 @@ use bytes::Bytes;
 
 use crate::fastcgi::{self, ABORTED_APP_STATUS, Ending, Stdout};
 use crate::sandbox::{Outcome, Stdio};
+use crate::status::{Finished, InFlight};
 
 use super::body::{self, Body, BodyBuilder};
 use super::env::MetaVars;
@@ -37,11 +38,17 @@ pub struct Job {
     /// When its PARAMS were complete, and whether to log it when it ends.
     pub(super) started: Instant,
     pub(super) access_log: bool,
+    /// Counts the request in flight while it lives, and its end.
+    pub(super) in_flight: InFlight,
 }
 
 impl fastcgi::Job for Job {
     fn stdin(&mut self, chunk: Bytes) -> Result<(), Bytes> {
-        self.body.push(chunk).map_err(|e| self.refuse(&e))
+        self.body.push(chunk).map_err(|e| {
+            let (code, page) = self.refuse(&e);
+            self.in_flight.stats().answered(&self.app.name, code);
+            page
+        })
     }
 
     fn run(self, mut out: Stdout) -> Ending {
@@ -54,11 +61,13 @@ impl fastcgi::Job for Job {
             watchdog,
             started,
             access_log,
+            in_flight,
         } = self;
         let body = match body.finish() {
             Ok(body) => body,
             Err(e) => {
                 tracing::error!(req = %id, "{e}");
+                in_flight.stats().answered(&app.name, 500);
                 return Ending::Complete {
                     tail: error_page(500),
                     app_status: 0,
@@ -74,9 +83,12 @@ impl fastcgi::Job for Job {
         let began = Instant::now();
         let deadline = began + limits.timeout;
         out.set_deadline(deadline);
+        let stats = in_flight.stats();
+        stats.running(&app.name);
         let exchange = Exchange {
             began,
             restore: None,
+            memory: 0,
             stdin: body,
             run: watchdog.running(out.peer(), deadline, app.name.clone()),
             out: ResponseWriter::new(out, head_only),
@@ -91,6 +103,7 @@ impl fastcgi::Job for Job {
             run,
             over_limit,
             restore,
+            memory,
             ..
         } = exchange;
         stderr.finish();
@@ -101,48 +114,61 @@ impl fastcgi::Job for Job {
             (None, true) => Ended::OutputLimit,
             (None, false) => Ended::Guest(outcome),
         };
+        let (timeout, trap) = match &ended {
+            Ended::Stopped(Stop::Timeout) | Ended::Guest(Outcome::OutOfFuel) => (true, false),
+            Ended::Guest(Outcome::Trap(_)) => (false, true),
+            _ => (false, false),
+        };
         let (head_status, sent, pending) = out.summary();
         let ending = finish(out, ended, &app.name, id);
-        if access_log {
+        let (status, bytes) = match &ending {
+            // A short response's header block, or a gateway page, is still
+            // in the tail: its Status line comes first.
+            Ending::Complete { tail, .. } => (
+                tail.strip_prefix(b"Status: ")
+                    .and_then(|rest| std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok())
+                    .or(head_status),
+                sent + tail.len() as u64,
+            ),
             // A cut response went out with what was pending.
-            let sent = if matches!(ending, Ending::Cut) {
-                sent + pending
-            } else {
-                sent
+            Ending::Cut => (head_status, sent + pending),
+        };
+        stats.finished(&Finished {
+            app: &app.name,
+            status,
+            restore,
+            run: began.elapsed().saturating_sub(restore.unwrap_or_default()),
+            total: started.elapsed(),
+            memory,
+            timeout,
+            trap,
+        });
+        if access_log {
+            let exit: &dyn tracing::Value = match &ending {
+                Ending::Complete { app_status, .. } => app_status,
+                Ending::Cut => &"cut",
             };
-            log_access(&app.name, id, started, restore, head_status, sent, &ending);
+            log_access(&app.name, id, started, restore, status, bytes, exit);
         }
         ending
     }
 }
 
-/// One access-log line: app, request, status, duration, restore time,
-/// response bytes and appStatus. A response cut short logs `cut`; a status absent (the web
-/// server gave up first), `-`.
+/// One access-log line: app, request, status (`-` if none was sent: the
+/// web server gave up first), duration, restore time, response bytes and
+/// appStatus (`cut` for a response cut short).
 pub(super) fn log_access(
     app: &str,
     req: RequestId,
     started: Instant,
     restore: Option<Duration>,
-    head_status: Option<u16>,
-    sent: u64,
-    ending: &Ending,
+    status: Option<u16>,
+    bytes: u64,
+    exit: &dyn tracing::Value,
 ) {
     let ms = started.elapsed().as_secs_f64() * 1000.0;
     // Microseconds from the run's start to a live instance; `-` if none.
     let restore_us = restore.map_or_else(|| "-".to_owned(), |r| r.as_micros().to_string());
-    let (status, bytes, exit): (_, _, &dyn tracing::Value) = match ending {
-        // A short response's header block, or a gateway page, is still in
-        // the tail: its Status line comes first.
-        Ending::Complete { tail, app_status } => (
-            tail.strip_prefix(b"Status: ")
-                .and_then(|rest| std::str::from_utf8(rest.get(..3)?).ok()?.parse::<u16>().ok())
-                .or(head_status),
-            sent + tail.len() as u64,
-            app_status,
-        ),
-        Ending::Cut => (head_status, sent, &"cut"),
-    };
     tracing::info!(
         target: "wcgid::access",
         app,
@@ -164,14 +190,15 @@ enum Ended {
 
 impl Job {
     /// The answer for a body that cannot be kept.
-    fn refuse(&self, e: &body::Error) -> Bytes {
-        match e {
-            body::Error::TooLarge => error_page(413),
+    fn refuse(&self, e: &body::Error) -> (u16, Bytes) {
+        let code = match e {
+            body::Error::TooLarge => 413,
             body::Error::Spool(_) => {
                 tracing::error!(req = %self.id, "{e}");
-                error_page(500)
+                500
             }
-        }
+        };
+        (code, error_page(code))
     }
 }
 
@@ -306,6 +333,8 @@ struct Exchange {
     /// When the run began, and how long until the instance was live.
     began: Instant,
     restore: Option<Duration>,
+    /// The size the guest's memory reached, in bytes.
+    memory: u64,
     stdin: Body,
     out: ResponseWriter<Stdout>,
     /// Output bytes the guest may still write (`limits.max_output`).
@@ -352,5 +381,9 @@ impl Stdio for Exchange {
 
     fn instantiated(&mut self) {
         self.restore = Some(self.began.elapsed());
+    }
+
+    fn ended(&mut self, memory: u64) {
+        self.memory = memory;
     }
 }

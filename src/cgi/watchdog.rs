@@ -31,6 +31,7 @@ use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
 
 use crate::fastcgi::{Peer, Queue};
+use crate::status::Reporter;
 
 use super::response::error_page;
 
@@ -66,6 +67,8 @@ struct Shared {
     queue_timeout: Duration,
     /// The answer to a request shed from the queue.
     overloaded: Bytes,
+    /// The worker's counts: what was shed, and what waits.
+    reporter: Arc<Reporter>,
     /// 0, or the [`Stop`] of the current run.
     stop: AtomicU8,
     /// Readable once `stop` is set, so that a sleeping guest wakes.
@@ -89,13 +92,15 @@ struct Watched {
 impl Watchdog {
     /// Starts the watchdog of a worker whose connections are in `queue`:
     /// besides watching runs, it sheds requests that wait longer than
-    /// `queue_timeout` behind a long run (see [`Queue::shed`]).
-    pub fn start(queue: Queue, queue_timeout: Duration) -> io::Result<Watchdog> {
+    /// `queue_timeout` behind a long run (see [`Queue::shed`]), counting
+    /// them in `reporter`'s stats.
+    pub fn start(queue: Queue, queue_timeout: Duration, reporter: Arc<Reporter>) -> io::Result<Watchdog> {
         let shared = Arc::new(Shared {
             slot: Mutex::default(),
             queue,
             queue_timeout,
             overloaded: error_page(503),
+            reporter,
             stop: AtomicU8::new(0),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         });
@@ -135,13 +140,19 @@ impl Run {
 
     /// Sleeps `wait`, unless the guest is stopped meanwhile: `false`.
     pub fn sleep(&self, wait: Duration) -> bool {
-        if self.stopped().is_some() {
-            return false;
+        let until = Instant::now() + wait;
+        loop {
+            if self.stopped().is_some() {
+                return false;
+            }
+            let Some(left) = until.checked_duration_since(Instant::now()).filter(|l| !l.is_zero()) else {
+                return true;
+            };
+            // A signal (the worker's SIGTERM, say) ends poll early: the
+            // loop sleeps the rest.
+            let mut fds = [PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN)];
+            let _ = poll(&mut fds, PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX));
         }
-        let mut fds = [PollFd::new(self.shared.wake.as_fd(), PollFlags::POLLIN)];
-        let timeout = PollTimeout::try_from(wait).unwrap_or(PollTimeout::MAX);
-        let _ = poll(&mut fds, timeout);
-        self.stopped().is_none()
     }
 }
 
@@ -197,6 +208,7 @@ fn watch(shared: Weak<Shared>) {
         };
         // In progress for a whole tick: watch it until it ends.
         let mut gone = false;
+        let stats = shared.reporter.stats();
         loop {
             let now = Instant::now();
             let wait = match watched.deadline.checked_duration_since(now) {
@@ -221,24 +233,29 @@ fn watch(shared: Weak<Shared>) {
                 shared.stop(Stop::Timeout);
             }
             if now >= watched.deadline + KILL_AFTER {
-                last_resort(&watched);
+                last_resort(&watched, &shared.reporter);
             }
             drop(slot);
             let shed = shared.queue.shed(shared.queue_timeout, &shared.overloaded);
-            if shed > 0 {
+            stats.set_queued(shed.waiting);
+            if shed.answered > 0 {
+                stats.rejected(shed.answered);
                 tracing::warn!(
-                    shed,
+                    shed = shed.answered,
                     "requests waited over server.queue_timeout behind a long run: answered 503 (FCGI_OVERLOADED)"
                 );
             }
         }
+        stats.set_queued(0);
     }
 }
 
 /// Ends the worker under a guest that ignores its stop, answering its
 /// request first if its response has not begun.
-fn last_resort(watched: &Watched) -> ! {
+fn last_resort(watched: &Watched, reporter: &Reporter) -> ! {
     let answered = watched.peer.answer_instead(&error_page(504), KILLED_APP_STATUS);
+    reporter.stats().killed(&watched.app, answered);
+    reporter.send();
     tracing::error!(
         app = &*watched.app,
         answered_504 = answered,

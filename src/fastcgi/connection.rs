@@ -76,6 +76,8 @@ pub enum Start<J> {
 pub trait Handler {
     type Job: Job;
     fn start(&self, params: Params) -> Start<Self::Job>;
+    /// A connection was accepted (for the counts).
+    fn connected(&self) {}
     /// The complete response for a request whose PARAMS exceed [`Caps`].
     fn params_too_large(&self) -> Bytes;
 }

@@ -22,6 +22,7 @@
 //! Apache and lighttpd never multiplex, and a second BEGIN_REQUEST on a busy
 //! connection is answered with FCGI_CANT_MPX_CONN as §5.5 asks.
 
+pub mod client;
 mod connection;
 mod params;
 mod queue;
@@ -30,7 +31,7 @@ mod stdout;
 
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use params::Params;
-pub use queue::{Line, Listening, Queue};
+pub use queue::{Line, Listening, Queue, Shed};
 pub use stdout::{Ending, Gone, Peer, Stdout};
 
 /// Record types (§8).

@@ -110,42 +110,57 @@ impl Queue {
 
     /// Times the complete requests waiting on idle connections, and answers
     /// those waiting longer than `limit` with `page` and FCGI_OVERLOADED.
-    /// Returns how many were answered.
-    pub fn shed(&self, limit: Duration, page: &[u8]) -> usize {
+    pub fn shed(&self, limit: Duration, page: &[u8]) -> Shed {
         let lines: Vec<Arc<Line>> = {
             let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
             conns.iter().filter_map(Weak::upgrade).collect()
         };
         let now = Instant::now();
-        let waiting = lines
-            .iter()
-            .filter(|line| line.idle.load(Ordering::Acquire))
-            .filter(|line| line.check(now, limit, page))
-            .count();
-        waiting
-            + self
-                .backlog
-                .as_ref()
-                .map_or(0, |b| usize::from(b.check(now, limit, page)))
+        let mut shed = Shed::default();
+        let lines = lines.iter().filter(|line| line.idle.load(Ordering::Acquire));
+        let backlog = self.backlog.iter().map(|b| b.check(now, limit, page));
+        for waited in lines.map(|line| line.check(now, limit, page)).chain(backlog) {
+            match waited {
+                Waited::No => {}
+                Waited::Yes => shed.waiting += 1,
+                Waited::Answered => shed.answered += 1,
+            }
+        }
+        shed
     }
 }
 
+/// What [`Queue::shed`] found: requests still waiting, and requests it
+/// answered. A non-empty listen backlog counts as one waiting.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct Shed {
+    pub waiting: usize,
+    pub answered: usize,
+}
+
+/// Whether a request was found waiting, and answered.
+enum Waited {
+    No,
+    Yes,
+    Answered,
+}
+
 impl Backlog {
-    /// Whether it answered a connection that waited past `limit`.
-    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> bool {
+    /// Whether connections wait, and answers one that waited past `limit`.
+    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
         let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
         let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
         if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
             *since = None;
-            return false;
+            return Waited::No;
         }
         let first_seen = *since.get_or_insert(now);
         if now.duration_since(first_seen) < limit {
-            return false;
+            return Waited::Yes;
         }
         let Ok(socket) = self.listener.accept() else {
             // Another worker took it after all.
-            return false;
+            return Waited::No;
         };
         let line = Line {
             socket: Arc::new(socket),
@@ -174,16 +189,17 @@ impl Line {
         matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
     }
 
-    /// Whether it answered a request that waited past `limit`.
-    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> bool {
+    /// Whether a complete request waits, and answers it once it waited
+    /// past `limit`.
+    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
         let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
         let Some(id) = self.waiting_request() else {
             *since = None;
-            return false;
+            return Waited::No;
         };
         let first_seen = *since.get_or_insert(now);
         if now.duration_since(first_seen) < limit {
-            return false;
+            return Waited::Yes;
         }
         let mut answer = BytesMut::new();
         put_response_end(&mut answer, id, page, 0, status::OVERLOADED);
@@ -191,7 +207,7 @@ impl Line {
         // Both ways: the serving thread finds it hung up, and drops it.
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
         self.idle.store(false, Ordering::Release);
-        true
+        Waited::Answered
     }
 
     /// The id of a complete request waiting unread, if there is one.

@@ -62,6 +62,9 @@ pub trait Stdio: Send + 'static {
     /// Called once the instance exists, just before `_start` runs: where
     /// the restore ends and the guest's own work begins.
     fn instantiated(&mut self) {}
+    /// Called when the guest's run ends (an instance existed), with the
+    /// size its memory reached, in bytes: memory never shrinks.
+    fn ended(&mut self, _memory: u64) {}
     /// Waits `wait` for a guest that sleeps (`poll_oneoff` on clocks).
     /// `false` stops the guest: whoever it runs for is gone.
     fn sleep(&mut self, wait: std::time::Duration) -> bool {

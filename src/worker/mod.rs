@@ -23,6 +23,10 @@
 //! the requests on its connections fail. SIGHUP starts a new generation of
 //! workers on the configuration read again, and retires the old one once
 //! the new one serves; the listening socket never closes.
+//!
+//! The supervisor also serves the admin socket (status, metrics, ping: see
+//! [`crate::status`]) from the workers' reports, so that it answers however
+//! busy the workers are.
 
 pub mod process;
 
@@ -30,29 +34,44 @@ use std::io;
 use std::os::fd::OwnedFd;
 use std::path::{Path, PathBuf};
 use std::process::{ExitStatus, Stdio};
-use std::sync::Arc;
+use std::rc::Rc;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
 use nix::unistd::Pid;
 use sd_notify::NotifyState;
-use tokio::io::AsyncReadExt;
-use tokio::process::{Child, Command};
+use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
+use tokio::process::{Child, ChildStdout, Command};
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
 use crate::cgi::Router;
 use crate::config::{Config, Server};
-use crate::listener::{Bound, DRAIN};
+use crate::fastcgi::{Caps, Queue};
+use crate::listener::{self, Bound, DRAIN, Listener};
 use crate::sandbox::Engine;
+use crate::status::{self, Admin, Board};
 
 /// How long a new worker may take to load its modules.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 /// A worker that dies sooner than this after starting is replaced only
 /// after [`RESPAWN_BACKOFF`], so that a crash loop does not spin.
 const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
+/// What stops a worker when the daemon stops: it serves the connections
+/// already in the listen backlog too (the socket's path is gone by then, so
+/// no more arrive), then what it serves. See [`process`].
+pub const SHUT_DOWN: Signal = Signal::SIGTERM;
+/// What stops a worker of a generation a reload replaced: it stops
+/// accepting at once (the new workers take the backlog) and finishes what
+/// it serves.
+pub const RETIRE: Signal = Signal::SIGQUIT;
 /// How long a stopping worker may take beyond its own drain.
 const STOP_MARGIN: Duration = Duration::from_secs(1);
+/// How often STATUS= tells systemd the counts (when they changed).
+const STATUS_EVERY: Duration = Duration::from_secs(2);
+/// Admin connections served at once.
+const ADMIN_CONNECTIONS: usize = 64;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -67,11 +86,12 @@ struct Spawner {
     config: PathBuf,
     cache_dir: PathBuf,
     socket: OwnedFd,
+    board: Arc<Mutex<Board>>,
 }
 
 impl Spawner {
-    /// Starts a worker and waits until it is serving.
-    async fn spawn(&self) -> Result<Child, Error> {
+    /// Starts a worker of `generation` and waits until it is serving.
+    async fn spawn(&self, generation: u64) -> Result<Worker, Error> {
         let socket = self.socket.try_clone().map_err(Error::Spawn)?;
         // Its own process group keeps a terminal's Ctrl-C for the
         // supervisor, which stops workers in order.
@@ -84,6 +104,7 @@ impl Spawner {
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
             .env_remove("WATCHDOG_PID")
+            .env_remove("LISTEN_FDNAMES")
             .stdin(Stdio::from(socket))
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -91,11 +112,25 @@ impl Spawner {
             .kill_on_drop(true)
             .spawn()
             .map_err(Error::Spawn)?;
-        // The worker writes one byte to its stdout when it serves.
+        // The worker writes one byte to its stdout when it serves, then its
+        // reports, a line each.
         let mut stdout = child.stdout.take().expect("piped");
         let mut ready = [0u8; 1];
         match tokio::time::timeout(READY_WITHIN, stdout.read(&mut ready)).await {
-            Ok(Ok(1)) => Ok(child),
+            Ok(Ok(1)) => {
+                let pid = child.id().unwrap_or_default();
+                self.board
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .started(pid, generation);
+                Ok(Worker {
+                    child,
+                    pid,
+                    generation,
+                    reports: Some(BufReader::new(stdout).lines()),
+                    board: self.board.clone(),
+                })
+            }
             _ => {
                 let _ = child.kill().await;
                 Err(Error::NotReady)
@@ -104,25 +139,96 @@ impl Spawner {
     }
 }
 
+/// A worker process, and its reports. Its counts stay on the board until
+/// it is dropped.
+struct Worker {
+    child: Child,
+    pid: u32,
+    generation: u64,
+    /// `None` once the pipe ended.
+    reports: Option<Lines<BufReader<ChildStdout>>>,
+    board: Arc<Mutex<Board>>,
+}
+
+impl Worker {
+    /// Reads the worker's next report onto the board; never completes
+    /// once the pipe ended.
+    async fn report(reports: &mut Option<Lines<BufReader<ChildStdout>>>, board: &Mutex<Board>, pid: u32) {
+        let Some(lines) = reports else {
+            return std::future::pending().await;
+        };
+        match lines.next_line().await {
+            Ok(Some(line)) => {
+                if let Some(stats) = status::parse_report(&line) {
+                    board.lock().unwrap_or_else(|p| p.into_inner()).update(pid, stats);
+                }
+            }
+            Ok(None) | Err(_) => *reports = None,
+        }
+    }
+
+    /// Reads the reports a worker that ended left in its pipe.
+    async fn last_reports(&mut self) {
+        let read = async {
+            while self.reports.is_some() {
+                Worker::report(&mut self.reports, &self.board, self.pid).await;
+            }
+        };
+        let _ = tokio::time::timeout(STOP_MARGIN, read).await;
+    }
+}
+
+impl Drop for Worker {
+    fn drop(&mut self) {
+        self.board.lock().unwrap_or_else(|p| p.into_inner()).gone(self.pid);
+    }
+}
+
 /// Serves on `server.listen` with `server.workers` workers running the
-/// configuration at `config`, their modules cached in `cache_dir`, until
-/// SIGTERM or SIGINT; then stops the workers, letting them finish what they
-/// are serving. SIGHUP reloads (see [`reload`]).
-pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Result<()> {
+/// configuration at `path`, their modules cached in `cache_dir`, and the
+/// admin socket if one is configured or passed, until SIGTERM, SIGINT or SIGQUIT;
+/// then stops the workers, letting them finish what they are serving.
+/// SIGHUP reloads (see [`reload`]).
+pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Result<()> {
+    let server = &config.server;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    runtime.block_on(async {
+    let local = tokio::task::LocalSet::new();
+    local.block_on(&runtime, async {
         ignore_user_signals();
         let mut signals = Signals::new()?;
-        let mut bound = Bound::bind(server)?;
+        let (mut bound, mut admin) = Bound::bind_all(&server.socket, config.admin.as_ref())?;
+        let board = Arc::new(Mutex::new(Board::new(server.socket.listen.to_string())));
         let spawner = Arc::new(Spawner {
-            config: config.canonicalize()?,
+            config: path.canonicalize()?,
             cache_dir: cache_dir.into(),
             socket: bound.socket()?,
+            board: board.clone(),
         });
-        let mut current = Generation::start(&spawner, server.workers).await?;
+        let mut current = Generation::start(&spawner, server.workers, 1).await?;
         // Workers first: the socket answers when requests can be served.
         bound.publish()?;
-        tracing::info!(listen = %server.listen, workers = server.workers, "serving");
+        let (stop_admin, admin_stopped) = watch::channel(false);
+        if let Some(admin) = &mut admin {
+            let listener = Listener::from_socket(admin.socket()?)?;
+            let caps = Caps {
+                max_conns: ADMIN_CONNECTIONS,
+                max_reqs: ADMIN_CONNECTIONS,
+                max_params_bytes: config.params.bytes,
+                max_params: config.params.count,
+            };
+            let handler = Rc::new(Admin::new(board.clone()));
+            tokio::task::spawn_local(listener::serve(
+                listener,
+                handler,
+                caps,
+                ADMIN_CONNECTIONS,
+                Queue::default(),
+                admin_stopped,
+                Rc::default(),
+            ));
+            admin.publish()?;
+        }
+        tracing::info!(listen = %server.socket.listen, workers = server.workers, "serving");
         notify_ready(server.workers);
         let mut watchdog_usec = 0;
         if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
@@ -135,6 +241,9 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
                 }
             });
         }
+        if std::env::var_os("NOTIFY_SOCKET").is_some() {
+            tokio::spawn(tell_status(board.clone()));
+        }
         // Generations replaced by a reload, finishing their requests.
         let mut retiring = JoinSet::new();
         while signals.next().await == Signal::SIGHUP {
@@ -143,7 +252,8 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
             notify(&reloading);
             match reload(&spawner, server).await {
                 Ok((next, workers)) => {
-                    retiring.spawn(std::mem::replace(&mut current, next).stop());
+                    board.lock().unwrap_or_else(|p| p.into_inner()).reloaded();
+                    retiring.spawn(std::mem::replace(&mut current, next).stop(RETIRE));
                     tracing::info!(workers, "reloaded; the previous workers finish what they serve");
                     notify_ready(workers);
                 }
@@ -155,11 +265,14 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
         }
         notify(&[NotifyState::Stopping]);
         // No new connections: the path goes, and so does our socket; the
-        // workers' sockets close as each stops accepting.
+        // workers' sockets close as each stops accepting. The admin socket
+        // answers until the workers are gone.
         drop(bound);
         drop(spawner);
-        current.stop().await;
+        current.stop(SHUT_DOWN).await;
         while retiring.join_next().await.is_some() {}
+        let _ = stop_admin.send(true);
+        drop(admin);
         tracing::info!("stopped");
         Ok(())
     })
@@ -167,8 +280,8 @@ pub fn supervise(config: &Path, server: &Server, cache_dir: &Path) -> anyhow::Re
 
 /// The configuration file read again: checked, its modules compiled into
 /// the cache (off the async thread), and a new generation of workers
-/// started on it. The listening socket is kept: `server.listen` and the
-/// socket's mode take effect at the next start.
+/// started on it. The listening sockets are kept: `server.listen`, the
+/// admin socket and their modes take effect at the next start.
 async fn reload(spawner: &Arc<Spawner>, running: &Server) -> anyhow::Result<(Generation, usize)> {
     let (path, cache_dir) = (spawner.config.clone(), spawner.cache_dir.clone());
     let server = tokio::task::spawn_blocking(move || -> anyhow::Result<Server> {
@@ -178,29 +291,32 @@ async fn reload(spawner: &Arc<Spawner>, running: &Server) -> anyhow::Result<(Gen
         Ok(config.server)
     })
     .await??;
-    if server.listen != running.listen || server.socket_mode != running.socket_mode {
+    if server.socket != running.socket {
         tracing::warn!("server.listen and the socket's mode and group change only at a restart");
     }
     let workers = server.workers;
-    Ok((Generation::start(spawner, workers).await?, workers))
+    let generation = spawner.board.lock().unwrap_or_else(|p| p.into_inner()).generation() + 1;
+    Ok((Generation::start(spawner, workers, generation).await?, workers))
 }
 
 /// One configuration's workers, each kept running in its slot.
 struct Generation {
     size: usize,
-    stop: watch::Sender<bool>,
+    /// The signal its workers are stopped with, once they are.
+    stop: watch::Sender<Option<Signal>>,
     slots: JoinSet<()>,
 }
 
 impl Generation {
-    /// Starts `size` workers and waits until they all serve; if one cannot,
-    /// the others are killed (dropped) and the error returned.
-    async fn start(spawner: &Arc<Spawner>, size: usize) -> Result<Generation, Error> {
+    /// Starts `size` workers of generation `number` and waits until they
+    /// all serve; if one cannot, the others are killed (dropped) and the
+    /// error returned.
+    async fn start(spawner: &Arc<Spawner>, size: usize, number: u64) -> Result<Generation, Error> {
         let mut workers = Vec::with_capacity(size);
         for _ in 0..size {
-            workers.push(spawner.spawn().await?);
+            workers.push(spawner.spawn(number).await?);
         }
-        let (stop, stopped) = watch::channel(false);
+        let (stop, stopped) = watch::channel(None);
         let mut slots = JoinSet::new();
         for worker in workers {
             slots.spawn(keep(spawner.clone(), worker, stopped.clone()));
@@ -208,9 +324,10 @@ impl Generation {
         Ok(Generation { size, stop, slots })
     }
 
-    /// Stops the workers, letting them finish what they serve.
-    async fn stop(mut self) {
-        let _ = self.stop.send(true);
+    /// Stops the workers with `signal` ([`SHUT_DOWN`] or [`RETIRE`]),
+    /// letting them finish what they serve.
+    async fn stop(mut self, signal: Signal) {
+        let _ = self.stop.send(Some(signal));
         while self.slots.join_next().await.is_some() {}
     }
 }
@@ -221,55 +338,102 @@ fn notify_ready(workers: usize) {
     notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
 }
 
+/// Tells systemd the counts (STATUS=, shown by `systemctl status`) when
+/// they change.
+async fn tell_status(board: Arc<Mutex<Board>>) {
+    let mut told = String::new();
+    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
+    loop {
+        ticks.tick().await;
+        let view = board.lock().unwrap_or_else(|p| p.into_inner()).view();
+        let status = format!(
+            "{} workers ({} busy), {} requests, {} in flight, {} rejected",
+            view.workers.len(),
+            view.busy_workers,
+            view.requests,
+            view.in_flight,
+            view.rejected
+        );
+        if status != told {
+            notify(&[NotifyState::Status(&status)]);
+            told = status;
+        }
+    }
+}
+
 /// Keeps one worker slot filled until `stop`, then stops its worker.
-async fn keep(spawner: Arc<Spawner>, mut worker: Child, mut stop: watch::Receiver<bool>) {
+async fn keep(spawner: Arc<Spawner>, mut worker: Worker, mut stop: watch::Receiver<Option<Signal>>) {
     let mut started = Instant::now();
     let mut stopped = stop.clone();
     loop {
-        let pid = worker.id();
+        let Worker {
+            child,
+            reports,
+            board,
+            pid,
+            generation,
+        } = &mut worker;
         tokio::select! {
-            status = worker.wait() => {
-                report(pid, status);
+            status = child.wait() => {
+                report(*pid, status);
+                let generation = *generation;
+                worker.last_reports().await;
+                drop(worker);
+                spawner.board.lock().unwrap_or_else(|p| p.into_inner()).restarted();
                 if started.elapsed() < RESPAWN_BACKOFF {
                     tokio::time::sleep(RESPAWN_BACKOFF).await;
                 }
                 worker = loop {
                     tokio::select! {
-                        spawned = spawner.spawn() => match spawned {
+                        spawned = spawner.spawn(generation) => match spawned {
                             Ok(worker) => break worker,
                             Err(e) => {
                                 tracing::error!("{e}; trying again");
                                 tokio::time::sleep(RESPAWN_BACKOFF).await;
                             }
                         },
-                        () = stopping(&mut stopped) => return,
+                        _ = stopping(&mut stopped) => return,
                     }
                 };
                 started = Instant::now();
             }
-            () = stopping(&mut stop) => return halt(worker).await,
+            () = Worker::report(reports, board, *pid) => {}
+            signal = stopping(&mut stop) => return halt(worker, signal).await,
         }
     }
 }
 
-/// Completes once `stop` turns true.
-async fn stopping(stop: &mut watch::Receiver<bool>) {
-    // The guard wait_for returns is not Send: dropped here.
-    let _ = stop.wait_for(|stop| *stop).await;
-}
-
-/// Stops a worker: SIGTERM lets it drain, SIGKILL ends what remains.
-async fn halt(mut worker: Child) {
-    if let Some(pid) = worker.id().and_then(|pid| i32::try_from(pid).ok()) {
-        let _ = kill(Pid::from_raw(pid), Signal::SIGTERM);
-    }
-    if tokio::time::timeout(DRAIN + STOP_MARGIN, worker.wait()).await.is_err() {
-        tracing::warn!(pid = worker.id(), "worker still busy after the drain; killing it");
-        let _ = worker.kill().await;
+/// The signal to stop with, once there is one.
+async fn stopping(stop: &mut watch::Receiver<Option<Signal>>) -> Signal {
+    // The guard wait_for returns is not Send: not held across an await.
+    match stop.wait_for(Option::is_some).await {
+        Ok(signal) => signal.unwrap_or(SHUT_DOWN),
+        Err(_) => SHUT_DOWN,
     }
 }
 
-fn report(pid: Option<u32>, status: io::Result<ExitStatus>) {
+/// Stops a worker: `signal` lets it drain, SIGKILL ends what remains.
+async fn halt(mut worker: Worker, signal: Signal) {
+    if let Ok(pid) = i32::try_from(worker.pid) {
+        let _ = kill(Pid::from_raw(pid), signal);
+    }
+    // Its reports are read meanwhile, so that it never blocks on the pipe.
+    let drained = async {
+        loop {
+            tokio::select! {
+                _ = worker.child.wait() => break,
+                () = Worker::report(&mut worker.reports, &worker.board, worker.pid) => {}
+            }
+        }
+    };
+    if tokio::time::timeout(DRAIN + STOP_MARGIN, drained).await.is_err() {
+        tracing::warn!(pid = worker.pid, "worker still busy after the drain; killing it");
+        let _ = worker.child.kill().await;
+    }
+    worker.last_reports().await;
+}
+
+fn report(pid: u32, status: io::Result<ExitStatus>) {
     match status {
         Ok(status) => tracing::error!(pid, "worker exited ({status}); starting another"),
         Err(e) => tracing::error!(pid, "cannot wait for a worker: {e}; starting another"),
@@ -308,6 +472,7 @@ pub fn ignore_user_signals() {
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
+    quit: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
@@ -317,15 +482,18 @@ impl Signals {
         Ok(Signals {
             term: signal(SignalKind::terminate())?,
             int: signal(SignalKind::interrupt())?,
+            quit: signal(SignalKind::quit())?,
             hup: signal(SignalKind::hangup())?,
         })
     }
 
-    /// The next of SIGTERM, SIGINT and SIGHUP.
+    /// The next of SIGTERM, SIGINT, SIGQUIT (all three stop the daemon
+    /// gracefully, as php-fpm's SIGQUIT does) and SIGHUP.
     async fn next(&mut self) -> Signal {
         let signal = tokio::select! {
             _ = self.term.recv() => Signal::SIGTERM,
             _ = self.int.recv() => Signal::SIGINT,
+            _ = self.quit.recv() => Signal::SIGQUIT,
             _ = self.hup.recv() => Signal::SIGHUP,
         };
         tracing::info!(

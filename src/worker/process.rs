@@ -1,12 +1,18 @@
 //! A worker process: `wcgid __worker`, started by the supervisor with the
 //! listening socket as its fd 0. It loads the configuration and the modules
 //! (from the AOT cache), tells the supervisor it is ready by a byte on its
-//! stdout, then accepts and serves connections on one thread until SIGTERM.
+//! stdout, then accepts and serves connections on one thread until SIGTERM
+//! or SIGQUIT, reporting its counts on that stdout (see [`crate::status`]).
 
+use std::cell::Cell;
+use std::fs::File;
 use std::io::Write;
+use std::os::fd::AsFd;
 use std::rc::Rc;
+use std::sync::Arc;
 
 use nix::sys::signal::Signal;
+use tokio::signal::unix::{SignalKind, signal};
 use tokio::sync::watch;
 
 use crate::cgi::{Gateway, Router, Watchdog};
@@ -14,8 +20,12 @@ use crate::config::Config;
 use crate::fastcgi::{Caps, Queue};
 use crate::listener::{self, Listener};
 use crate::sandbox::Engine;
+use crate::status::{Reporter, Stats};
 
-/// Serves connections from the inherited listening socket until SIGTERM.
+use super::{RETIRE, SHUT_DOWN};
+
+/// Serves connections from the inherited listening socket until SIGTERM
+/// or SIGQUIT.
 pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()> {
     let server = &config.server;
     // The supervisor's death ends the worker, even in the middle of a guest.
@@ -29,8 +39,11 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
         super::ignore_user_signals();
         let listener = Listener::inherit()?;
         let queue = Queue::default().with_backlog(listener.duplicate()?);
-        let watchdog = Watchdog::start(queue.clone(), server.queue_timeout)?;
-        let gateway = Rc::new(Gateway::new(router, engine, watchdog, server.access_log));
+        // Connections wait in the backlog until serve() takes them.
+        let stats = Arc::new(Stats::default());
+        let reporter = Reporter::start(stats.clone(), ready()?)?;
+        let watchdog = Watchdog::start(queue.clone(), server.queue_timeout, reporter.clone())?;
+        let gateway = Rc::new(Gateway::new(router, engine, watchdog, server.access_log, stats));
         // GET_VALUES answers for the application; each worker takes its
         // share of the connections, so that together they never exceed it.
         let share = (server.max_connections / server.workers).max(1);
@@ -40,14 +53,23 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
             max_params_bytes: config.params.bytes,
             max_params: config.params.count,
         };
+        // SIGTERM (the daemon stops): the backlog's connections are served
+        // too. SIGQUIT (a reload retires this worker): the new workers take
+        // them.
         let (stop_tx, stop) = watch::channel(false);
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())?;
+        let drain_backlog = Rc::new(Cell::new(false));
+        let mut term = signal(SignalKind::from_raw(SHUT_DOWN as i32))?;
+        let mut quit = signal(SignalKind::from_raw(RETIRE as i32))?;
+        let drain = drain_backlog.clone();
         tokio::task::spawn_local(async move {
-            term.recv().await;
+            tokio::select! {
+                _ = term.recv() => drain.set(true),
+                _ = quit.recv() => {}
+            }
             let _ = stop_tx.send(true);
         });
-        ready()?;
-        listener::serve(listener, gateway, caps, share, queue, stop).await;
+        listener::serve(listener, gateway, caps, share, queue, stop, drain_backlog).await;
+        reporter.send();
         anyhow::Ok(())
     })?;
     // A guest still running after the drain must not hold the process.
@@ -55,10 +77,11 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
     Ok(())
 }
 
-/// Tells the supervisor that this worker serves; stdout is not used again.
-fn ready() -> std::io::Result<()> {
-    std::io::stdout().write_all(b"R")?;
-    std::io::stdout().flush()?;
-    nix::unistd::dup2_stdout(std::fs::File::open("/dev/null")?)?;
-    Ok(())
+/// Tells the supervisor that this worker serves, and returns the pipe for
+/// the reports; stdout becomes /dev/null, so that nothing else gets there.
+fn ready() -> std::io::Result<File> {
+    let mut pipe = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    nix::unistd::dup2_stdout(File::open("/dev/null")?)?;
+    pipe.write_all(b"R")?;
+    Ok(pipe)
 }

@@ -192,11 +192,16 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         return Outcome::Trap("exports changed since load".into());
     };
     let state = host.as_mut(store);
-    state.memory = Some(memory);
+    state.memory = Some(memory.clone());
     if let Some(io) = state.io.as_mut() {
         io.instantiated();
     }
-    match start.call(store) {
+    let ended = start.call(store);
+    let memory_bytes = memory.view(store).data_size();
+    if let Some(io) = host.as_mut(store).io.as_mut() {
+        io.ended(memory_bytes);
+    }
+    match ended {
         Ok(()) => Outcome::Exit(0),
         Err(e) => match e.downcast::<ExitCode>() {
             Ok(ExitCode(code)) => Outcome::Exit(code),
