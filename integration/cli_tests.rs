@@ -142,7 +142,8 @@ fn check_compiles_without_binding(dir: &Path) {
 }
 
 /// `wcgid check` fills `server.cache_dir`; later runs compile nothing; a
-/// damaged entry is noticed, recompiled and replaced.
+/// damaged entry is noticed, recompiled and replaced; an unsafe cache
+/// directory is refused by `serve`, and skipped by `check`.
 fn check_warms_the_aot_cache_and_serve_compiles_nothing(dir: &Path) {
     let cache = dir.join("aot");
     let (config, socket) = config(dir, &format!("cache_dir = \"{}\"", cache.display()), &["hello", "echo"]);
@@ -175,9 +176,19 @@ fn check_warms_the_aot_cache_and_serve_compiles_nothing(dir: &Path) {
     assert!(repaired.stderr.contains("recompiling"), "stderr:\n{}", repaired.stderr);
     assert_eq!(compiled(&repaired.stderr), 1, "stderr:\n{}", repaired.stderr);
     assert_eq!(compiled(&check().stderr), 0);
-    // A cache directory others may write is refused: its code would run here.
+    // A cache directory others may write is refused: its code would run
+    // here. `check` still validates, without it.
     std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o777)).unwrap();
-    assert_usage_error(&check(), &["server.cache_dir", "writable"]);
+    let unsafe_cache = check();
+    assert!(unsafe_cache.status.success(), "stderr:\n{}", unsafe_cache.stderr);
+    assert!(
+        unsafe_cache.stderr.contains("checking without it"),
+        "{}",
+        unsafe_cache.stderr
+    );
+    assert_eq!(compiled(&unsafe_cache.stderr), 2, "stderr:\n{}", unsafe_cache.stderr);
+    let serve = daemon::run(dir, &["serve", "-c", &config.display().to_string()], &[], RUN_TIMEOUT);
+    assert_usage_error(&serve, &["server.cache_dir", "writable"]);
 }
 
 fn kill(pid: i32) {

@@ -738,6 +738,18 @@ mod tests {
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/wcgid.toml");
         let config = Config::load_with(&path, Default::default()).unwrap();
         assert!(config.apps.iter().any(|a| a.name == "hello" && a.route == "/hello"));
+        assert!(config.admin.is_some());
+    }
+
+    #[test]
+    fn the_packaged_config_is_valid() {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("conf/debian/wcgid.toml");
+        let config = Config::load_with(&path, Default::default()).unwrap();
+        assert_eq!(config.apps[0].module, Path::new("/usr/share/wcgid/examples/hello.wasm"));
+        assert_eq!(
+            config.admin.map(|a| a.listen),
+            Some(Listen::Unix("/run/wcgid/admin.sock".into()))
+        );
     }
 
     #[test]
