@@ -16,16 +16,17 @@
 //! activation the socket systemd passed is used instead, and its file left
 //! to systemd.
 
-use std::cell::Cell;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::task::Poll;
 use std::time::Duration;
 
+use nix::sys::signal::Signal;
 use nix::sys::socket::{AddressFamily, SockaddrLike, SockaddrStorage, getsockname};
 use nix::sys::stat::{Mode, umask};
 use tokio::io::{AsyncRead, AsyncWrite};
@@ -293,17 +294,39 @@ impl Listener {
     }
 
     /// Accepts a connection: its read and write halves, and a duplicate of
-    /// its socket for jobs to write to directly.
-    async fn accept(&self) -> io::Result<Accepted> {
+    /// its socket for jobs to write to directly. `None` once `halt` was
+    /// requested: checked before each accept(2), so that a worker whose
+    /// stop was signalled while a guest held its thread takes no further
+    /// connection.
+    async fn accept(&self, halt: &Halt) -> Option<io::Result<Accepted>> {
+        let stream = std::future::poll_fn(|cx| {
+            if halt.requested() {
+                return Poll::Ready(None);
+            }
+            match self {
+                Listener::Unix(l) => l.poll_accept(cx).map(|r| Some(r.map(|(s, _)| Stream::Unix(s)))),
+                Listener::Tcp(l) => l.poll_accept(cx).map(|r| Some(r.map(|(s, _)| Stream::Tcp(s)))),
+            }
+        })
+        .await?;
+        Some(stream.and_then(Stream::split))
+    }
+}
+
+enum Stream {
+    Unix(tokio::net::UnixStream),
+    Tcp(tokio::net::TcpStream),
+}
+
+impl Stream {
+    fn split(self) -> io::Result<Accepted> {
         match self {
-            Listener::Unix(listener) => {
-                let stream = listener.accept().await?.0;
+            Stream::Unix(stream) => {
                 let socket = stream.as_fd().try_clone_to_owned()?;
                 let (r, w) = stream.into_split();
                 Ok(Accepted::Unix(r, w, socket))
             }
-            Listener::Tcp(listener) => {
-                let stream = listener.accept().await?.0;
+            Stream::Tcp(stream) => {
                 // Responses often end in a small record: never hold it back.
                 stream.set_nodelay(true)?;
                 let socket = stream.as_fd().try_clone_to_owned()?;
@@ -311,6 +334,36 @@ impl Listener {
                 Ok(Accepted::Tcp(r, w, socket))
             }
         }
+    }
+}
+
+/// A worker's stop as its signals request it. The flags are set by the
+/// signal handler itself, so a stop takes effect even if it arrives while a
+/// guest holds the worker's thread, before the async side hears of it.
+#[derive(Clone, Default)]
+pub struct Halt {
+    requested: Arc<AtomicBool>,
+    drain_backlog: Arc<AtomicBool>,
+}
+
+impl Halt {
+    /// A halt requested by `retire` (stop accepting at once) or `shut_down`
+    /// (first serve the connections waiting in the listen backlog).
+    pub fn on_signals(retire: Signal, shut_down: Signal) -> io::Result<Halt> {
+        let halt = Halt::default();
+        for signal in [retire, shut_down] {
+            signal_hook::flag::register(signal as i32, halt.requested.clone())?;
+        }
+        signal_hook::flag::register(shut_down as i32, halt.drain_backlog.clone())?;
+        Ok(halt)
+    }
+
+    fn requested(&self) -> bool {
+        self.requested.load(Ordering::SeqCst)
+    }
+
+    fn drain_backlog(&self) -> bool {
+        self.drain_backlog.load(Ordering::SeqCst)
     }
 }
 
@@ -323,13 +376,13 @@ enum Accepted {
     Tcp(tokio::net::tcp::OwnedReadHalf, tokio::net::tcp::OwnedWriteHalf, OwnedFd),
 }
 
-/// Accepts connections until `stop` turns true, serving each on a task of
-/// the current [`tokio::task::LocalSet`], at most `limit` at once.
-/// Then, if `drain_backlog` is set by then, takes the connections already
-/// waiting in the listen backlog (their peers connected before the stop;
-/// when the daemon stops, the supervisor removes the socket's path first,
-/// so no more arrive), stops accepting, closes idle connections, and waits
-/// up to [`DRAIN`] for the busy ones to finish.
+/// Accepts connections until `stop` turns true or `halt` is requested,
+/// serving each on a task of the current [`tokio::task::LocalSet`], at most
+/// `limit` at once. Then, if the halt asks for it, takes the connections
+/// already waiting in the listen backlog (their peers connected before the
+/// stop; when the daemon stops, the supervisor removes the socket's path
+/// first, so no more arrive), stops accepting, closes idle connections, and
+/// waits up to [`DRAIN`] for the busy ones to finish.
 pub async fn serve<H: Handler + 'static>(
     listener: Listener,
     handler: Rc<H>,
@@ -337,18 +390,19 @@ pub async fn serve<H: Handler + 'static>(
     limit: usize,
     queue: Queue,
     mut stop: watch::Receiver<bool>,
-    drain_backlog: Rc<Cell<bool>>,
+    halt: Halt,
 ) {
     let caps = Rc::new(caps);
     let conns = Arc::new(Semaphore::new(limit));
     // Set at the stop: until when the backlog may be drained.
     let mut stopping: Option<tokio::time::Instant> = None;
+    let drain_until = || Some(tokio::time::Instant::now() + DRAIN);
     loop {
         let permit = conns.clone().acquire_owned();
         let permit = match stopping {
             None => tokio::select! {
                 _ = stop.wait_for(|stop| *stop) => {
-                    stopping = Some(tokio::time::Instant::now() + DRAIN);
+                    stopping = drain_until();
                     continue;
                 }
                 permit = permit => permit,
@@ -361,18 +415,20 @@ pub async fn serve<H: Handler + 'static>(
         .expect("never closed");
         let accepted = match stopping {
             None => tokio::select! {
-                _ = stop.wait_for(|stop| *stop) => {
-                    stopping = Some(tokio::time::Instant::now() + DRAIN);
-                    continue;
-                }
-                accepted = listener.accept() => accepted,
+                biased;
+                _ = stop.wait_for(|stop| *stop) => None,
+                accepted = listener.accept(&halt) => accepted,
             },
-            Some(until) if !drain_backlog.get() || tokio::time::Instant::now() >= until => break,
+            Some(until) if !halt.drain_backlog() || tokio::time::Instant::now() >= until => break,
             // Only what is waiting now: a zero timeout polls accept once.
-            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept()).await {
+            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept(&Halt::default())).await {
                 Ok(accepted) => accepted,
                 Err(_) => break,
             },
+        };
+        let Some(accepted) = accepted else {
+            stopping = drain_until();
+            continue;
         };
         let (handler, caps, stop) = (handler.clone(), caps.clone(), stop.clone());
         if accepted.is_ok() {

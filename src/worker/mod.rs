@@ -49,7 +49,7 @@ use tokio::task::JoinSet;
 use crate::cgi::Router;
 use crate::config::{Config, Server};
 use crate::fastcgi::{Caps, Queue};
-use crate::listener::{self, Bound, DRAIN, Listener};
+use crate::listener::{self, Bound, DRAIN, Halt, Listener};
 use crate::sandbox::Engine;
 use crate::status::{self, Admin, Board};
 
@@ -224,7 +224,7 @@ pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Resu
                 ADMIN_CONNECTIONS,
                 Queue::default(),
                 admin_stopped,
-                Rc::default(),
+                Halt::default(),
             ));
             admin.publish()?;
         }

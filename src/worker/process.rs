@@ -4,7 +4,6 @@
 //! stdout, then accepts and serves connections on one thread until SIGTERM
 //! or SIGQUIT, reporting its counts on that stdout (see [`crate::status`]).
 
-use std::cell::Cell;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
@@ -18,7 +17,7 @@ use tokio::sync::watch;
 use crate::cgi::{Gateway, Router, Watchdog};
 use crate::config::Config;
 use crate::fastcgi::{Caps, Queue};
-use crate::listener::{self, Listener};
+use crate::listener::{self, Halt, Listener};
 use crate::sandbox::Engine;
 use crate::status::{Reporter, Stats};
 
@@ -55,20 +54,20 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
         };
         // SIGTERM (the daemon stops): the backlog's connections are served
         // too. SIGQUIT (a reload retires this worker): the new workers take
-        // them.
+        // them. The halt flags are set at delivery; the channel wakes the
+        // accept loop and tells the connections.
+        let halt = Halt::on_signals(RETIRE, SHUT_DOWN)?;
         let (stop_tx, stop) = watch::channel(false);
-        let drain_backlog = Rc::new(Cell::new(false));
         let mut term = signal(SignalKind::from_raw(SHUT_DOWN as i32))?;
         let mut quit = signal(SignalKind::from_raw(RETIRE as i32))?;
-        let drain = drain_backlog.clone();
         tokio::task::spawn_local(async move {
             tokio::select! {
-                _ = term.recv() => drain.set(true),
+                _ = term.recv() => {}
                 _ = quit.recv() => {}
             }
             let _ = stop_tx.send(true);
         });
-        listener::serve(listener, gateway, caps, share, queue, stop, drain_backlog).await;
+        listener::serve(listener, gateway, caps, share, queue, stop, halt).await;
         reporter.send();
         anyhow::Ok(())
     })?;
