@@ -47,6 +47,7 @@ tests! {
     Alone streamed_output_is_sent_as_it_is_written,
     Alone a_request_queued_too_long_gets_503_overloaded,
     Alone a_backlogged_connection_gets_503_overloaded,
+    Alone a_backlogged_upload_is_served_not_dropped,
     Alone a_non_reading_client_holds_its_guest_until_the_timeout,
     Alone a_kept_connection_closed_by_nginx_logs_no_warning,
     Alone fuel_stops_a_spinning_guest_inside_its_worker,
@@ -71,12 +72,18 @@ const RUN_TIMEOUT: Duration = Duration::from_secs(60);
 /// `dir/wcgid.toml` listening on `dir/wcgid.sock`, with `server` extra lines
 /// and one app per name in `apps` (route `/NAME`). Returns (config, socket).
 fn config(dir: &Path, server: &str, apps: &[&str]) -> (PathBuf, PathBuf) {
+    let modules: Vec<(&str, PathBuf)> = apps.iter().map(|app| (*app, example_module(app))).collect();
+    config_with_apps(dir, server, &modules)
+}
+
+/// [`config`] with each app's module given.
+fn config_with_apps(dir: &Path, server: &str, apps: &[(&str, PathBuf)]) -> (PathBuf, PathBuf) {
     let socket = dir.join("wcgid.sock");
     let mut text = format!("[server]\nlisten = \"unix:{}\"\n{server}\n", socket.display());
-    for app in apps {
+    for (app, module) in apps {
         text.push_str(&format!(
             "\n[[app]]\nname = \"{app}\"\nroute = \"/{app}\"\nmodule = \"{}\"\n",
-            example_module(app).display()
+            module.display()
         ));
     }
     let path = dir.join("wcgid.toml");
@@ -691,6 +698,35 @@ fn a_backlogged_connection_gets_503_overloaded(dir: &Path) {
     assert_shed(&queued.response(1), started, &mut slow, &socket, &d);
 }
 
+/// A connection left in the listen backlog past queue_timeout whose request
+/// is still arriving (a large body: it cannot be answered yet) is not
+/// dropped: it is served once the worker is free, its body echoed whole.
+fn a_backlogged_upload_is_served_not_dropped(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 1\nqueue_timeout = \"500ms\"", &["cases", "echo"]);
+    let _d = start(dir, &config, &socket, &[]);
+    let mut slow = fcgi::Conn::connect(&socket);
+    slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=2000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
+    let mut upload = fcgi::Conn::connect(&socket);
+    upload.set_timeout(Duration::from_secs(20));
+    let params = Params::cgi("POST", "/echo", "").with("CONTENT_LENGTH", body.len().to_string());
+    let mut head = fcgi::begin(1, fcgi::RESPONDER, 0);
+    head.extend(fcgi::stream(fcgi::PARAMS, 1, &params.encode()));
+    head.extend(fcgi::record(fcgi::PARAMS, 1, b""));
+    head.extend(fcgi::stream(fcgi::STDIN, 1, &body[..4096]));
+    upload.send(&head);
+    // Past queue_timeout, while the only worker still sleeps.
+    std::thread::sleep(Duration::from_millis(1200));
+    let mut rest = fcgi::stream(fcgi::STDIN, 1, &body[4096..]);
+    rest.extend(fcgi::record(fcgi::STDIN, 1, b""));
+    upload.send(&rest);
+    let ex = upload.response(1);
+    assert_eq!(ex.cgi().status, 200, "{}", ex.summary());
+    assert!(ex.cgi().body == body, "{}", ex.summary());
+    assert_eq!(slow.response(1).cgi().text(), "slept\n");
+}
+
 /// Under `Type=notify`: READY=1 (with a STATUS) reaches NOTIFY_SOCKET only
 /// once the socket serves, then STATUS= with the counts, and STOPPING=1 on
 /// SIGTERM.
@@ -739,17 +775,7 @@ fn systemd_hears_ready_once_the_socket_serves_and_stopping(dir: &Path) {
 fn socket_activation_serves_on_the_socket_systemd_passed(dir: &Path) {
     let (config, configured) = config(dir, "workers = 1", &["env"]);
     let passed = dir.join("passed.sock");
-    let log = std::fs::File::create(dir.join("wcgid.log")).unwrap();
-    let mut child = std::process::Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(&passed)
-        .arg(daemon::binary())
-        .arg("-c")
-        .arg(&config)
-        .stderr(log.try_clone().unwrap())
-        .stdout(log)
-        .spawn()
-        .expect("systemd-socket-activate (Debian package systemd)");
+    let mut child = daemon::socket_activated(&[&passed], None, &config, &dir.join("wcgid.log"));
     // systemd-socket-activate accepts nothing itself: it starts wcgid on the
     // first connection, which then waits in the backlog.
     let ex = (0..100)
@@ -851,8 +877,9 @@ fn sighup_reloads_without_losing_a_request(dir: &Path) {
     assert!(d.log().contains("reloaded"), "log:\n{}", d.log());
 }
 
-/// SIGHUP with a configuration that does not load: the old one serves on,
-/// the log says why, and systemd hears RELOADING=1 then READY=1 again.
+/// SIGHUP with a configuration that does not load, or names a missing
+/// module: the old one serves on, the log says why, and systemd hears
+/// RELOADING=1 then READY=1 again.
 fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
     let (config, socket) = config(dir, "workers = 1", &["hello"]);
     let notify_path = dir.join("notify.sock");
@@ -881,6 +908,18 @@ fn sighup_with_a_broken_config_keeps_the_old_one(dir: &Path) {
     assert!(next().contains("READY=1"));
     assert!(d.log().contains("reload failed"), "log:\n{}", d.log());
     assert_hello(&socket, "still");
+    // A valid file naming a module that is not there: the same.
+    let mark = d.log_len();
+    config_with_apps(dir, "workers = 1", &[("hello", dir.join("gone.wasm"))]);
+    d.signal(Signal::SIGHUP);
+    assert!(next().contains("RELOADING=1"));
+    assert!(next().contains("READY=1"));
+    let log = d.log_since(mark);
+    assert!(
+        log.contains("reload failed") && log.contains("gone.wasm"),
+        "log:\n{log}"
+    );
+    assert_hello(&socket, "still there");
 }
 
 /// `server.access_log = true`: one line per request (app, request id,

@@ -306,20 +306,7 @@ fn admin_socket_passed_by_name_is_served(dir: &Path) {
         ),
     )
     .unwrap();
-    let log = std::fs::File::create(dir.join("wcgid.log")).unwrap();
-    let mut child = std::process::Command::new("systemd-socket-activate")
-        .arg("-l")
-        .arg(&main)
-        .arg("-l")
-        .arg(&admin)
-        .arg("--fdname=wcgid:admin")
-        .arg(daemon::binary())
-        .arg("-c")
-        .arg(&config)
-        .stderr(log.try_clone().unwrap())
-        .stdout(log)
-        .spawn()
-        .expect("systemd-socket-activate (Debian package systemd)");
+    let mut child = daemon::socket_activated(&[&main, &admin], Some("wcgid:admin"), &config, &dir.join("wcgid.log"));
     let exists = poll(Duration::from_secs(5), || {
         (main.exists() && admin.exists()).then_some(())
     });

@@ -298,6 +298,16 @@ impl Listener {
     /// requested: checked before each accept(2), so that a worker whose
     /// stop was signalled while a guest held its thread takes no further
     /// connection.
+    /// A connection accepted elsewhere (by the watchdog, from the backlog:
+    /// see [`Queue::taken`]), non-blocking, served like one accepted here.
+    fn adopt(&self, socket: OwnedFd) -> io::Result<Accepted> {
+        match self {
+            Listener::Unix(_) => tokio::net::UnixStream::from_std(socket.into()).map(Stream::Unix),
+            Listener::Tcp(_) => tokio::net::TcpStream::from_std(socket.into()).map(Stream::Tcp),
+        }
+        .and_then(Stream::split)
+    }
+
     async fn accept(&self, halt: &Halt) -> Option<io::Result<Accepted>> {
         let stream = std::future::poll_fn(|cx| {
             if halt.requested() {
@@ -417,8 +427,12 @@ pub async fn serve<H: Handler + 'static>(
             None => tokio::select! {
                 biased;
                 _ = stop.wait_for(|stop| *stop) => None,
+                taken = queue.taken() => Some(listener.adopt(taken)),
                 accepted = listener.accept(&halt) => accepted,
             },
+            // Connections the watchdog took from the backlog were accepted:
+            // they are served, whatever the stop.
+            Some(_) if let Some(taken) = queue.take_now() => Some(listener.adopt(taken)),
             Some(until) if !halt.drain_backlog() || tokio::time::Instant::now() >= until => break,
             // Only what is waiting now: a zero timeout polls accept once.
             Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept(&Halt::default())).await {

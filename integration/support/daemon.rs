@@ -245,3 +245,25 @@ impl Drop for Daemon {
 pub fn binary() -> std::ffi::OsString {
     std::env::var_os("WCGID_TEST_BIN").unwrap_or_else(|| env!("CARGO_BIN_EXE_wcgid").into())
 }
+
+/// `systemd-socket-activate` listening on `sockets` (named `fdnames`, as
+/// `--fdname` takes them, if given), starting `wcgid -c config` with the
+/// sockets passed as fds from 3 on the first connection; its output in
+/// `log`.
+pub fn socket_activated(sockets: &[&Path], fdnames: Option<&str>, config: &Path, log: &Path) -> Child {
+    let log = File::create(log).expect("create log");
+    let mut cmd = Command::new("systemd-socket-activate");
+    for socket in sockets {
+        cmd.arg("-l").arg(socket);
+    }
+    if let Some(names) = fdnames {
+        cmd.arg(format!("--fdname={names}"));
+    }
+    cmd.arg(binary())
+        .arg("-c")
+        .arg(config)
+        .stderr(log.try_clone().expect("clone log"))
+        .stdout(log)
+        .spawn()
+        .expect("systemd-socket-activate (Debian package systemd)")
+}

@@ -14,7 +14,10 @@
 //! The listening socket's backlog is watched the same way: connections no
 //! worker has taken for the whole limit (every worker busy or at its
 //! connection cap all along) are accepted by the watchdog, one per tick,
-//! and their first request answered so.
+//! and their first request answered so. One whose request cannot be
+//! answered yet (a large body still arriving) is handed to the serving
+//! thread ([`Queue::taken`]), which serves it like one it accepted: an
+//! accepted connection is never dropped unanswered.
 
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -43,6 +46,10 @@ pub struct Queue {
 struct Backlog {
     listener: Listening,
     since: Mutex<Option<Instant>>,
+    /// Connections the watchdog accepted but could not answer, for the
+    /// serving thread, which `wake` wakes.
+    taken: Mutex<Vec<OwnedFd>>,
+    wake: tokio::sync::Notify,
 }
 
 /// A listening socket, non-blocking, as std serves it.
@@ -91,8 +98,31 @@ impl Queue {
         self.backlog = Some(Arc::new(Backlog {
             listener: listening,
             since: Mutex::new(None),
+            taken: Mutex::default(),
+            wake: tokio::sync::Notify::new(),
         }));
         self
+    }
+
+    /// The next connection the watchdog took from the backlog without
+    /// answering it, to be served as if accepted; never completes for a
+    /// queue without a backlog.
+    pub async fn taken(&self) -> OwnedFd {
+        let Some(backlog) = &self.backlog else {
+            return std::future::pending().await;
+        };
+        loop {
+            if let Some(socket) = self.take_now() {
+                return socket;
+            }
+            backlog.wake.notified().await;
+        }
+    }
+
+    /// Such a connection, if one is there now.
+    pub fn take_now(&self) -> Option<OwnedFd> {
+        let backlog = self.backlog.as_ref()?;
+        backlog.taken.lock().unwrap_or_else(|p| p.into_inner()).pop()
     }
 
     /// Adds a connection; it leaves the queue when the returned line drops.
@@ -170,7 +200,16 @@ impl Backlog {
         // Its request may still be on its way: a moment for it.
         let mut fds = [PollFd::new(line.socket.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u8));
-        line.check(now, limit, page)
+        match line.check(now, limit, page) {
+            Waited::Answered => Waited::Answered,
+            // Not answerable yet: the serving thread will serve it.
+            Waited::Yes | Waited::No => {
+                let socket = Arc::try_unwrap(line.socket).expect("the line's only holder");
+                self.taken.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+                self.wake.notify_one();
+                Waited::Yes
+            }
+        }
     }
 }
 

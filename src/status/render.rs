@@ -111,26 +111,30 @@ pub fn prometheus(view: &View) -> String {
     let mut out = Metrics(String::new());
     out.family("wcgid_info", "gauge", "wcgid's version.");
     out.sample("wcgid_info", &[("version", view.version)], 1);
-    out.family(
+    out.scalar(
         "wcgid_start_time_seconds",
         "gauge",
         "When the daemon started, in seconds since the epoch.",
+        view.started,
     );
-    out.sample("wcgid_start_time_seconds", &[], view.started);
-    out.family(
+    out.scalar(
         "wcgid_generation",
         "gauge",
         "Configuration generation: 1 at start, one more per reload.",
+        view.generation,
     );
-    out.sample("wcgid_generation", &[], view.generation);
-    out.family("wcgid_reloads_total", "counter", "Successful reloads (SIGHUP).");
-    out.sample("wcgid_reloads_total", &[], view.reloads);
-    out.family(
+    out.scalar(
+        "wcgid_reloads_total",
+        "counter",
+        "Successful reloads (SIGHUP).",
+        view.reloads,
+    );
+    out.scalar(
         "wcgid_worker_restarts_total",
         "counter",
         "Worker processes that died and were replaced.",
+        view.worker_restarts,
     );
-    out.sample("wcgid_worker_restarts_total", &[], view.worker_restarts);
     out.family(
         "wcgid_workers",
         "gauge",
@@ -139,26 +143,30 @@ pub fn prometheus(view: &View) -> String {
     let busy = view.busy_workers as u64;
     out.sample("wcgid_workers", &[("state", "busy")], busy);
     out.sample("wcgid_workers", &[("state", "idle")], view.workers.len() as u64 - busy);
-    out.family("wcgid_connections_total", "counter", "FastCGI connections accepted.");
-    out.sample("wcgid_connections_total", &[], view.connections);
-    out.family(
+    out.scalar(
+        "wcgid_connections_total",
+        "counter",
+        "FastCGI connections accepted.",
+        view.connections,
+    );
+    out.scalar(
         "wcgid_requests_in_flight",
         "gauge",
         "Requests received and not yet answered.",
+        view.in_flight,
     );
-    out.sample("wcgid_requests_in_flight", &[], view.in_flight);
-    out.family(
+    out.scalar(
         "wcgid_requests_queued",
         "gauge",
         "Requests seen waiting for a worker busy with a long run.",
+        view.queued,
     );
-    out.sample("wcgid_requests_queued", &[], view.queued);
-    out.family(
+    out.scalar(
         "wcgid_requests_rejected_total",
         "counter",
         "Requests answered 503 (FCGI_OVERLOADED) after waiting past server.queue_timeout.",
+        view.rejected,
     );
-    out.sample("wcgid_requests_rejected_total", &[], view.rejected);
     out.family(
         "wcgid_requests_total",
         "counter",
@@ -222,6 +230,12 @@ struct Metrics(String);
 impl Metrics {
     fn family(&mut self, name: &str, kind: &str, help: &str) {
         let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// A family of one sample without labels.
+    fn scalar(&mut self, name: &str, kind: &str, help: &str, value: u64) {
+        self.family(name, kind, help);
+        self.sample(name, &[], value);
     }
 
     fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: u64) {
