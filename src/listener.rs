@@ -12,9 +12,13 @@
 //! temporary name that is renamed to the configured path once the workers
 //! are ready, so the path answers only when requests can be served. A stale
 //! socket file left by a dead daemon is replaced, a live one is refused, and
-//! the file is removed when the supervisor stops. Under systemd socket
-//! activation the socket systemd passed is used instead, and its file left
-//! to systemd.
+//! the file is removed when the supervisor stops. The admin socket
+//! (`[admin]`, served by the supervisor) is bound the same way. Under
+//! systemd socket activation the sockets systemd passed are used instead
+//! (told apart by `LISTEN_FDNAMES`), and their files left to systemd.
+//!
+//! A worker stops accepting as soon as its stop is signalled ([`Halt`]);
+//! when the daemon stops, it first serves what waits in the listen backlog.
 
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
