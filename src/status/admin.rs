@@ -45,9 +45,10 @@ impl Admin {
             .or_else(|| get("REQUEST_URI").map(|u| u.split('?').next().unwrap_or(u)))
             .unwrap_or("");
         let query = get("QUERY_STRING").unwrap_or("");
-        let view = || self.board.lock().unwrap_or_else(|p| p.into_inner()).view();
+        let board = || self.board.lock().unwrap_or_else(|p| p.into_inner());
+        let view = || board().view();
         let (content_type, body) = match path.rsplit('/').next().unwrap_or("") {
-            "ping" if view().workers.is_empty() => return error_page(503),
+            "ping" if !board().serving() => return error_page(503),
             "ping" => ("text/plain", "pong\n".to_owned()),
             "status" if query.split('&').any(|q| q == "json") => (
                 "application/json",

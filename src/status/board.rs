@@ -57,10 +57,7 @@ impl Board {
             Worker {
                 generation,
                 started: SystemTime::now(),
-                stats: WorkerStats {
-                    pid,
-                    ..WorkerStats::default()
-                },
+                stats: WorkerStats::default(),
             },
         );
     }
@@ -68,7 +65,7 @@ impl Board {
     /// A worker's latest report.
     pub fn update(&mut self, pid: u32, stats: WorkerStats) {
         if let Some(worker) = self.workers.get_mut(&pid) {
-            worker.stats = WorkerStats { pid, ..stats };
+            worker.stats = stats;
         }
     }
 
@@ -80,50 +77,27 @@ impl Board {
     /// A worker is gone: its counts join the retired ones.
     pub fn gone(&mut self, pid: u32) {
         if let Some(worker) = self.workers.remove(&pid) {
-            let retired = &mut self.retired;
-            retired.connections += worker.stats.connections;
-            retired.rejected += worker.stats.rejected;
-            for (name, app) in &worker.stats.apps {
-                retired.apps.entry(name.clone()).or_default().add(app);
-            }
+            self.retired.add_counts(&worker.stats);
         }
+    }
+
+    /// Whether any worker runs.
+    pub fn serving(&self) -> bool {
+        !self.workers.is_empty()
     }
 
     /// Everything, summed over the workers.
     pub fn view(&self) -> View {
         let now = now_ms();
-        let mut view = View {
-            version: env!("CARGO_PKG_VERSION"),
-            listen: self.listen.clone(),
-            started: secs_since_epoch(self.started),
-            uptime_seconds: self.started.elapsed().map_or(0, |d| d.as_secs()),
-            generation: self.generation,
-            reloads: self.reloads,
-            worker_restarts: self.restarts,
-            connections: self.retired.connections,
-            requests: 0,
-            in_flight: 0,
-            queued: 0,
-            rejected: self.retired.rejected,
-            timeouts: 0,
-            traps: 0,
-            busy_workers: 0,
-            workers: Vec::new(),
-            histogram_bounds_us: &BOUNDS_US,
-            apps: self.retired.apps.clone(),
-        };
-        for worker in self.workers.values() {
+        let mut total = self.retired.clone();
+        let mut workers = Vec::with_capacity(self.workers.len());
+        for (&pid, worker) in &self.workers {
             let stats = &worker.stats;
-            view.connections += stats.connections;
-            view.rejected += stats.rejected;
-            view.in_flight += stats.in_flight;
-            view.queued += stats.queued;
-            view.busy_workers += usize::from(stats.running.is_some());
-            for (name, app) in &stats.apps {
-                view.apps.entry(name.clone()).or_default().add(app);
-            }
-            view.workers.push(WorkerView {
-                pid: stats.pid,
+            total.add_counts(stats);
+            total.in_flight += stats.in_flight;
+            total.queued += stats.queued;
+            workers.push(WorkerView {
+                pid,
                 generation: worker.generation,
                 started: secs_since_epoch(worker.started),
                 requests: stats.apps.values().map(AppStats::requests).sum(),
@@ -132,12 +106,27 @@ impl Board {
                 running_ms: stats.running.as_ref().map(|r| now.saturating_sub(r.since_ms)),
             });
         }
-        for app in view.apps.values() {
-            view.requests += app.requests();
-            view.timeouts += app.timeouts;
-            view.traps += app.traps;
+        let apps = total.apps.values();
+        View {
+            version: env!("CARGO_PKG_VERSION"),
+            listen: self.listen.clone(),
+            started: secs_since_epoch(self.started),
+            uptime_seconds: self.started.elapsed().map_or(0, |d| d.as_secs()),
+            generation: self.generation,
+            reloads: self.reloads,
+            worker_restarts: self.restarts,
+            connections: total.connections,
+            requests: apps.clone().map(AppStats::requests).sum(),
+            in_flight: total.in_flight,
+            queued: total.queued,
+            rejected: total.rejected,
+            timeouts: apps.clone().map(|a| a.timeouts).sum(),
+            traps: apps.map(|a| a.traps).sum(),
+            busy_workers: workers.iter().filter(|w| w.app.is_some()).count(),
+            workers,
+            histogram_bounds_us: &BOUNDS_US,
+            apps: total.apps,
         }
-        view
     }
 }
 

@@ -26,25 +26,19 @@ pub const NO_APP: &str = "-";
 /// is above every bound) and their sum.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct Histogram {
-    pub counts: Vec<u64>,
+    pub counts: [u64; BOUNDS_US.len() + 1],
     pub sum_us: u64,
 }
 
 impl Histogram {
     pub fn observe(&mut self, took: Duration) {
         let us = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
-        if self.counts.is_empty() {
-            self.counts = vec![0; BOUNDS_US.len() + 1];
-        }
         let bucket = BOUNDS_US.partition_point(|&bound| bound < us);
         self.counts[bucket] += 1;
         self.sum_us = self.sum_us.saturating_add(us);
     }
 
     pub fn add(&mut self, other: &Histogram) {
-        if self.counts.len() < other.counts.len() {
-            self.counts.resize(other.counts.len(), 0);
-        }
         for (mine, theirs) in self.counts.iter_mut().zip(&other.counts) {
             *mine += theirs;
         }
@@ -96,7 +90,6 @@ impl AppStats {
 /// A worker's counts since it started, as reported to the supervisor.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct WorkerStats {
-    pub pid: u32,
     /// FastCGI connections accepted.
     pub connections: u64,
     /// Requests answered 503 (FCGI_OVERLOADED) because they waited past
@@ -116,6 +109,17 @@ pub struct Running {
     pub app: String,
     /// Since when, in ms since the Unix epoch.
     pub since_ms: u64,
+}
+
+impl WorkerStats {
+    /// Adds `other`'s counters (not its gauges) to these.
+    pub fn add_counts(&mut self, other: &WorkerStats) {
+        self.connections += other.connections;
+        self.rejected += other.rejected;
+        for (name, app) in &other.apps {
+            self.apps.entry(name.clone()).or_default().add(app);
+        }
+    }
 }
 
 /// How a run ended, for the counts.
@@ -214,7 +218,6 @@ impl Stats {
 
     pub fn snapshot(&self) -> WorkerStats {
         let mut snapshot = self.lock().clone();
-        snapshot.pid = std::process::id();
         snapshot.in_flight = self.in_flight.load(Ordering::Relaxed);
         snapshot.queued = self.queued.load(Ordering::Relaxed);
         snapshot
