@@ -297,11 +297,6 @@ impl Listener {
         })
     }
 
-    /// Accepts a connection: its read and write halves, and a duplicate of
-    /// its socket for jobs to write to directly. `None` once `halt` was
-    /// requested: checked before each accept(2), so that a worker whose
-    /// stop was signalled while a guest held its thread takes no further
-    /// connection.
     /// A connection accepted elsewhere (by the watchdog, from the backlog:
     /// see [`Queue::taken`]), non-blocking, served like one accepted here.
     fn adopt(&self, socket: OwnedFd) -> io::Result<Accepted> {
@@ -312,9 +307,14 @@ impl Listener {
         .and_then(Stream::split)
     }
 
-    async fn accept(&self, halt: &Halt) -> Option<io::Result<Accepted>> {
+    /// Accepts a connection: its read and write halves, and a duplicate of
+    /// its socket for jobs to write to directly. `None` once `halt` (if
+    /// given) was requested: checked before each accept(2), so that a
+    /// worker whose stop was signalled while a guest held its thread takes
+    /// no further connection.
+    async fn accept(&self, halt: Option<&Halt>) -> Option<io::Result<Accepted>> {
         let stream = std::future::poll_fn(|cx| {
-            if halt.requested() {
+            if halt.is_some_and(Halt::requested) {
                 return Poll::Ready(None);
             }
             match self {
@@ -432,14 +432,14 @@ pub async fn serve<H: Handler + 'static>(
                 biased;
                 _ = stop.wait_for(|stop| *stop) => None,
                 taken = queue.taken() => Some(listener.adopt(taken)),
-                accepted = listener.accept(&halt) => accepted,
+                accepted = listener.accept(Some(&halt)) => accepted,
             },
             // Connections the watchdog took from the backlog were accepted:
             // they are served, whatever the stop.
             Some(_) if let Some(taken) = queue.take_now() => Some(listener.adopt(taken)),
             Some(until) if !halt.drain_backlog() || tokio::time::Instant::now() >= until => break,
             // Only what is waiting now: a zero timeout polls accept once.
-            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept(&Halt::default())).await {
+            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept(None)).await {
                 Ok(accepted) => accepted,
                 Err(_) => break,
             },

@@ -5,7 +5,7 @@
 //! client (`ngx_http_upstream_send_request_handler`). A CGI program that
 //! writes its header before reading its body (echo does) would wait forever
 //! for the rest. So the body is collected first, like php-fpm does, kept in
-//! memory up to [`SPILL_AT`] and in an unlinked temporary file beyond, and
+//! memory up to `SPILL_AT` and in an unlinked temporary file beyond, and
 //! only then does the guest start. The guest's output still streams.
 //!
 //! The body is cut at CONTENT_LENGTH; without CONTENT_LENGTH it is whatever
@@ -38,7 +38,7 @@ pub struct Body {
 }
 
 /// Builds a [`Body`] from STDIN's chunks: cut at CONTENT_LENGTH, in memory up
-/// to [`SPILL_AT`] bytes, then in an unlinked temporary file (written
+/// to `SPILL_AT` bytes, then in an unlinked temporary file (written
 /// synchronously: page-cache writes of uncommon large bodies).
 #[derive(Default)]
 pub struct BodyBuilder {

@@ -127,7 +127,7 @@ impl Router {
         }
     }
 
-    /// Resolves a [`Route::CgiBin`] request, loading its module if needed.
+    /// Resolves a `Route::CgiBin` request, loading its module if needed.
     pub fn resolve_cgi_bin(&self, engine: &Engine, vars: &mut MetaVars) -> Result<Arc<App>, Refusal> {
         self.cgi_bin.as_ref().ok_or(Refusal::NotFound)?.resolve(engine, vars)
     }

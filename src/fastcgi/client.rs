@@ -1,6 +1,6 @@
 //! The web server's side of one request (FastCGI 1.0 §5.1–§5.5): what
 //! `wcgid status` speaks to the admin socket. Responses are read with the
-//! same bounded [`RecordReader`] the responder uses.
+//! same bounded `RecordReader` the responder uses.
 
 use bytes::BytesMut;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};

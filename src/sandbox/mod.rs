@@ -10,7 +10,7 @@
 //! `wasmer-wasix`'s builder creates all 374 WASI/WASIX host functions for every
 //! instance (200–390 µs per request measured); its preview1 set alone costs
 //! about 20 µs, its pipes are unbounded and its host filesystem follows
-//! symlinks out of a mount. [`wasi`] creates only the functions a module
+//! symlinks out of a mount. `wasi` creates only the functions a module
 //! imports, resolved once at load, confines file access with `cap-std`, and
 //! streams stdio through the bounded [`Stdio`] the caller provides.
 
@@ -156,7 +156,7 @@ fn metered_engine() -> wasmer::Engine {
 }
 
 impl Engine {
-    /// Keeps compiled modules in `dir` (see [`cache`]).
+    /// Keeps compiled modules in `dir` (see `cache`).
     pub fn with_cache(mut self, dir: &Path) -> Result<Engine, Error> {
         let cache = cache::Cache::open(dir, &self.engine).map_err(|source| Error::Cache {
             dir: dir.into(),

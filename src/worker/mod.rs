@@ -188,7 +188,7 @@ impl Drop for Worker {
 /// configuration at `path`, their modules cached in `cache_dir`, and the
 /// admin socket if one is configured or passed, until SIGTERM, SIGINT or SIGQUIT;
 /// then stops the workers, letting them finish what they are serving.
-/// SIGHUP reloads (see [`reload`]).
+/// SIGHUP reloads (see `reload`).
 pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Result<()> {
     let server = &config.server;
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
