@@ -19,6 +19,7 @@
 //! thread ([`Queue::taken`]), which serves it like one it accepted: an
 //! accepted connection is never dropped unanswered.
 
+use std::collections::VecDeque;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
@@ -46,9 +47,9 @@ pub struct Queue {
 struct Backlog {
     listener: Listening,
     since: Mutex<Option<Instant>>,
-    /// Connections the watchdog accepted but could not answer, for the
-    /// serving thread, which `wake` wakes.
-    taken: Mutex<Vec<OwnedFd>>,
+    /// Connections the watchdog accepted but could not answer, oldest
+    /// first, for the serving thread, which `wake` wakes.
+    taken: Mutex<VecDeque<OwnedFd>>,
     wake: tokio::sync::Notify,
 }
 
@@ -122,7 +123,7 @@ impl Queue {
     /// Such a connection, if one is there now.
     pub fn take_now(&self) -> Option<OwnedFd> {
         let backlog = self.backlog.as_ref()?;
-        backlog.taken.lock().unwrap_or_else(|p| p.into_inner()).pop()
+        backlog.taken.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
     }
 
     /// Adds a connection; it leaves the queue when the returned line drops.
@@ -205,7 +206,7 @@ impl Backlog {
             // Not answerable yet: the serving thread will serve it.
             Waited::Yes | Waited::No => {
                 let socket = Arc::try_unwrap(line.socket).expect("the line's only holder");
-                self.taken.lock().unwrap_or_else(|p| p.into_inner()).push(socket);
+                self.taken.lock().unwrap_or_else(|p| p.into_inner()).push_back(socket);
                 self.wake.notify_one();
                 Waited::Yes
             }
