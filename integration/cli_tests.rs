@@ -43,6 +43,7 @@ tests! {
     Alone sighup_with_a_broken_config_keeps_the_old_one,
     Alone systemd_hears_ready_once_the_socket_serves_and_stopping,
     Alone socket_activation_serves_on_the_socket_systemd_passed,
+    Alone a_stop_leaves_a_passed_backlog_to_the_next_start,
     Alone ten_thousand_concurrent_connections_are_all_served,
     Alone streamed_output_is_sent_as_it_is_written,
     Alone a_request_queued_too_long_gets_503_overloaded,
@@ -1068,6 +1069,55 @@ fn sigint_exits_0_and_removes_the_socket(dir: &Path) {
 
 fn sigquit_exits_0_and_removes_the_socket(dir: &Path) {
     assert_stops_on(dir, Signal::SIGQUIT);
+}
+
+/// A socket systemd passed stays open in systemd after wcgid exits: SIGTERM
+/// lets the request in flight finish, but leaves the connections waiting in
+/// the backlog to the next start (a restart), instead of serving them
+/// itself, or shedding them, while new ones keep arriving.
+fn a_stop_leaves_a_passed_backlog_to_the_next_start(dir: &Path) {
+    let (config, _) = config(dir, "workers = 1", &["hello", "cases"]);
+    let path = dir.join("held.sock");
+    let held = UnixListener::bind(&path).expect("bind held.sock");
+    let mut first = daemon::activated_on(&held, &config, &dir.join("first.log"));
+    let first_log = || std::fs::read_to_string(dir.join("first.log")).unwrap_or_default();
+    let mut probe = fcgi::Conn::connect(&path);
+    probe.set_timeout(Duration::from_secs(60));
+    let ex = probe.exchange(1, 0, &Params::get("/hello", "name=first"), b"");
+    assert_eq!(
+        ex.cgi().text(),
+        "Hello, first!\n",
+        "{}\nlog:\n{}",
+        ex.summary(),
+        first_log()
+    );
+    drop(probe);
+    // The only worker runs a guest, so the next connection waits in the
+    // backlog.
+    let mut sleeping = fcgi::Conn::connect(&path);
+    sleeping.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=1000"), b""));
+    std::thread::sleep(Duration::from_millis(300));
+    let mut waiting = fcgi::Conn::connect(&path);
+    waiting.send(&fcgi::request(1, 0, &Params::get("/hello", "name=next"), b""));
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), Signal::SIGTERM).expect("SIGTERM");
+    assert_eq!(sleeping.response(1).cgi().text(), "slept\n", "log:\n{}", first_log());
+    let status = poll(Duration::from_secs(15), || first.try_wait().expect("wait"));
+    assert!(
+        status.is_some_and(|s| s.code() == Some(0)),
+        "exit {status:?}; log:\n{}",
+        first_log()
+    );
+    assert!(
+        matches!(waiting.state(Duration::from_millis(200)), fcgi::State::Open),
+        "the stopping daemon answered or closed a connection of the backlog; log:\n{}",
+        first_log()
+    );
+    let mut second = daemon::activated_on(&held, &config, &dir.join("second.log"));
+    waiting.set_timeout(Duration::from_secs(60));
+    let ex = waiting.response(1);
+    let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(second.id() as i32), Signal::SIGTERM);
+    let _ = second.wait();
+    assert_eq!(ex.cgi().text(), "Hello, next!\n", "{}", ex.summary());
 }
 
 fn sigterm_lets_the_request_in_flight_finish(dir: &Path) {

@@ -63,6 +63,8 @@ pub struct Bound {
     /// The Unix socket file: where it is now, where it goes, and its inode,
     /// so that only our own file is ever renamed or removed.
     file: Option<SocketFile>,
+    /// Passed by systemd, which keeps it open after we exit.
+    activated: bool,
 }
 
 struct SocketFile {
@@ -121,7 +123,11 @@ impl Bound {
                 Some(_) => tracing::warn!(fd, name, "socket activation: an extra socket, ignored"),
                 None => {
                     tracing::info!(fd, name, "socket activation: serving on a socket systemd passed");
-                    *slot = Some(Bound { socket, file: None });
+                    *slot = Some(Bound {
+                        socket,
+                        file: None,
+                        activated: true,
+                    });
                 }
             }
         }
@@ -155,6 +161,7 @@ impl Bound {
                 Ok(Bound {
                     socket: listener.into(),
                     file: None,
+                    activated: false,
                 })
             }
         }
@@ -166,6 +173,12 @@ impl Bound {
     }
 
     /// Gives the Unix socket its configured name: it now answers there.
+    /// Whether systemd passed the socket: it stays open in systemd after we
+    /// exit, and what waits in its backlog then is for our next start.
+    pub fn activated(&self) -> bool {
+        self.activated
+    }
+
     pub fn publish(&mut self) -> Result<(), Error> {
         if let Some(file) = &mut self.file
             && file.at != file.path
@@ -243,6 +256,7 @@ fn bind_unix(path: &Path, config: &Socket) -> Result<Bound, BindError> {
             at,
             path: path.to_owned(),
         }),
+        activated: false,
     };
     let at = &bound.file.as_ref().expect("just set").at;
     if let Some((_, gid)) = &config.group {
@@ -395,8 +409,10 @@ enum Accepted {
 /// `limit` at once. Then, if the halt asks for it, takes the connections
 /// already waiting in the listen backlog (their peers connected before the
 /// stop; when the daemon stops, the supervisor removes the socket's path
-/// first, so no more arrive), stops accepting, closes idle connections, and
-/// waits up to [`DRAIN`] for the busy ones to finish.
+/// first, so no more arrive), stops accepting (and the watchdog stops
+/// watching the backlog: what waits there now is for another process),
+/// closes idle connections, and waits up to [`DRAIN`] for the busy ones to
+/// finish.
 pub async fn serve<H: Handler + 'static>(
     listener: Listener,
     handler: Rc<H>,
@@ -437,12 +453,26 @@ pub async fn serve<H: Handler + 'static>(
             // Connections the watchdog took from the backlog were accepted:
             // they are served, whatever the stop.
             Some(_) if let Some(taken) = queue.take_now() => Some(listener.adopt(taken)),
-            Some(until) if !halt.drain_backlog() || tokio::time::Instant::now() >= until => break,
-            // Only what is waiting now: a zero timeout polls accept once.
-            Some(_) => match tokio::time::timeout(Duration::ZERO, listener.accept(None)).await {
-                Ok(accepted) => accepted,
-                Err(_) => break,
-            },
+            Some(until) => {
+                // Only what is waiting now: a zero timeout polls accept once.
+                let waiting = if halt.drain_backlog() && tokio::time::Instant::now() < until {
+                    tokio::time::timeout(Duration::ZERO, listener.accept(None)).await.ok()
+                } else {
+                    None
+                };
+                match waiting {
+                    Some(accepted) => accepted,
+                    None => {
+                        // What waits in the backlog now is for whoever
+                        // accepts next, not for our watchdog to shed.
+                        queue.stop_watching_backlog();
+                        match queue.take_now() {
+                            Some(taken) => Some(listener.adopt(taken)),
+                            None => break,
+                        }
+                    }
+                }
+            }
         };
         let Some(accepted) = accepted else {
             stopping = drain_until();

@@ -20,13 +20,19 @@ const STOP_TIMEOUT: Duration = Duration::from_secs(15);
 /// `wcgid` with a clean slate: no `WCGID_*` variable of the caller's
 /// environment (they would override the test's config), log level info.
 pub fn command() -> Command {
-    let mut cmd = Command::new(binary());
+    let mut cmd = clean(Command::new(binary()));
+    cmd.stdin(Stdio::null());
+    cmd
+}
+
+/// `cmd` without the caller's `WCGID_*` variables, with log level info.
+fn clean(mut cmd: Command) -> Command {
     for (name, _) in std::env::vars_os() {
         if name.to_string_lossy().starts_with("WCGID_") {
             cmd.env_remove(name);
         }
     }
-    cmd.env("WCGID_LOG", "info").stdin(Stdio::null());
+    cmd.env("WCGID_LOG", "info");
     cmd
 }
 
@@ -266,4 +272,27 @@ pub fn socket_activated(sockets: &[&Path], fdnames: Option<&str>, config: &Path,
         .stdout(log)
         .spawn()
         .expect("systemd-socket-activate (Debian package systemd)")
+}
+
+/// `wcgid -c config` given `listener` as systemd passes a socket it keeps
+/// (fd 3, `LISTEN_FDS`, `LISTEN_PID`): the caller's copy stays open, so
+/// what waits in the backlog when wcgid exits is still there for the next
+/// start. Its output in `log`.
+pub fn activated_on(listener: &std::os::unix::net::UnixListener, config: &Path, log: &Path) -> Child {
+    let log = File::create(log).expect("create log");
+    let passed = listener.try_clone().expect("duplicate the listening socket");
+    // The shell moves the socket from stdin to fd 3 and names its own pid,
+    // which exec keeps.
+    let child = clean(Command::new("sh"))
+        .arg("-c")
+        .arg(r#"exec 3<&0 0</dev/null; LISTEN_FDS=1 LISTEN_PID=$$ exec "$0" -c "$1""#)
+        .arg(binary())
+        .arg(config)
+        .stdin(Stdio::from(std::os::fd::OwnedFd::from(passed)))
+        .stderr(log.try_clone().expect("clone log"))
+        .stdout(log)
+        .spawn()
+        .expect("spawn sh");
+    track(child.id() as i32);
+    child
 }

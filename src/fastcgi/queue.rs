@@ -50,6 +50,9 @@ struct Backlog {
     /// Connections the watchdog accepted but could not answer, oldest
     /// first, for the serving thread, which `wake` wakes.
     taken: Mutex<VecDeque<OwnedFd>>,
+    /// Cleared when the worker stops accepting: what waits in the backlog
+    /// from then on is another process's to serve, not to shed.
+    watched: AtomicBool,
     wake: tokio::sync::Notify,
 }
 
@@ -100,6 +103,7 @@ impl Queue {
             listener: listening,
             since: Mutex::new(None),
             taken: Mutex::default(),
+            watched: AtomicBool::new(true),
             wake: tokio::sync::Notify::new(),
         }));
         self
@@ -117,6 +121,16 @@ impl Queue {
                 return socket;
             }
             backlog.wake.notified().await;
+        }
+    }
+
+    /// Leaves the backlog alone from now on: the worker accepts no more.
+    /// Once this returns no check is halfway through, so [`Queue::take_now`]
+    /// finds every connection the watchdog took.
+    pub fn stop_watching_backlog(&self) {
+        if let Some(backlog) = &self.backlog {
+            let _checking = backlog.since.lock().unwrap_or_else(|p| p.into_inner());
+            backlog.watched.store(false, Ordering::Release);
         }
     }
 
@@ -181,7 +195,7 @@ impl Backlog {
     fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
         let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
         let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
-        if !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
+        if !self.watched.load(Ordering::Acquire) || !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
             *since = None;
             return Waited::No;
         }

@@ -264,12 +264,17 @@ pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Resu
             }
         }
         notify(&[NotifyState::Stopping]);
-        // No new connections: the path goes, and so does our socket; the
-        // workers' sockets close as each stops accepting. The admin socket
-        // answers until the workers are gone.
+        // Our own socket: the path goes (no new connections), the workers
+        // serve what already waits in the backlog, and the socket closes as
+        // each stops accepting. A socket systemd passed stays open in
+        // systemd: what waits there and what still arrives is for the next
+        // start (a restart, or the activation its next connection brings),
+        // so the workers stop accepting at once, as when retired. The admin
+        // socket answers until the workers are gone.
+        let signal = if bound.activated() { RETIRE } else { SHUT_DOWN };
         drop(bound);
         drop(spawner);
-        current.stop(SHUT_DOWN).await;
+        current.stop(signal).await;
         while retiring.join_next().await.is_some() {}
         let _ = stop_admin.send(true);
         drop(admin);
