@@ -20,6 +20,7 @@ tests! {
     Alone check_warms_the_aot_cache_and_serve_compiles_nothing,
     Alone missing_config_file_is_64_naming_it,
     Alone unknown_key_is_64_naming_it,
+    Alone lines_to_the_journal_carry_their_priority,
     Alone unknown_environment_override_is_64_naming_it,
     Alone bad_socket_mode_is_64_naming_key_and_value,
     Alone missing_module_is_64_naming_the_app,
@@ -258,6 +259,38 @@ fn unknown_key_is_64_naming_it(dir: &Path) {
     let text = std::fs::read_to_string(&config).unwrap().replace("listen_typo = 1", "") + "modul = \"x.wasm\"\n";
     std::fs::write(&config, text).unwrap();
     assert_usage_error(&daemon::run(dir, &["check", "-c", &path], &[], RUN_TIMEOUT), &["modul"]);
+}
+
+/// With stderr the stream `JOURNAL_STREAM` names (systemd's journal), a
+/// line starts with its syslog priority and has no timestamp of its own;
+/// elsewhere it is the usual timestamped line.
+fn lines_to_the_journal_carry_their_priority(dir: &Path) {
+    let (config, _) = config(dir, "listen_typo = 1", &["hello"]);
+    let path = config.display().to_string();
+    // daemon::run writes stderr to this file, truncated: the same inode.
+    let stderr = dir.join("run.stderr");
+    std::fs::write(&stderr, "").unwrap();
+    let meta = std::fs::metadata(&stderr).unwrap();
+    let journal = format!("{}:{}", meta.dev(), meta.ino());
+    let run = daemon::run(
+        dir,
+        &["check", "-c", &path],
+        &[("JOURNAL_STREAM", &journal)],
+        RUN_TIMEOUT,
+    );
+    assert!(
+        run.stderr.starts_with("<3>ERROR wcgid::cli: invalid configuration:") && run.stderr.contains("listen_typo"),
+        "{}",
+        run.stderr
+    );
+    // Another stream named: not the journal.
+    let run = daemon::run(dir, &["check", "-c", &path], &[("JOURNAL_STREAM", "1:1")], RUN_TIMEOUT);
+    assert!(!run.stderr.starts_with('<'), "{}", run.stderr);
+    assert!(
+        run.stderr.contains("Z ERROR wcgid::cli: invalid configuration:"),
+        "{}",
+        run.stderr
+    );
 }
 
 fn unknown_environment_override_is_64_naming_it(dir: &Path) {
