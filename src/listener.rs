@@ -172,13 +172,13 @@ impl Bound {
         self.socket.try_clone()
     }
 
-    /// Gives the Unix socket its configured name: it now answers there.
     /// Whether systemd passed the socket: it stays open in systemd after we
     /// exit, and what waits in its backlog then is for our next start.
     pub fn activated(&self) -> bool {
         self.activated
     }
 
+    /// Gives the Unix socket its configured name: it now answers there.
     pub fn publish(&mut self) -> Result<(), Error> {
         if let Some(file) = &mut self.file
             && file.at != file.path
