@@ -2,6 +2,9 @@
 //! `_start` run to the end, stdio discarded. Side by side: a bare Wasmer
 //! instantiate + call of an empty module (the floor), the hello guests, and
 //! the dict guest run cold (its init on every request) and pre-initialized.
+//! Then what the interrupt check compiled into every guest costs: compute-
+//! heavy guests (a tight loop, dict and QuickJS cold) compiled with and
+//! without it.
 //!
 //! Run with `cargo bench --bench engine` after `scripts/build-examples`.
 
@@ -106,5 +109,48 @@ fn engine(c: &mut Criterion) {
     }
 }
 
-criterion_group!(benches, engine);
+/// A command module whose `_start` counts to 100 million in a tight loop,
+/// storing the count to memory (as compiled code keeps its loop variable in
+/// a register, the store keeps the loop from being folded away).
+const TIGHT_LOOP: &str = r#"(module
+    (memory (export "memory") 1)
+    (func (export "_start") (local $i i32)
+        (loop $next
+            (local.set $i (i32.add (local.get $i) (i32.const 1)))
+            (i32.store (i32.const 16) (local.get $i))
+            (br_if $next (i32.lt_u (local.get $i) (i32.const 100000000))))))"#;
+
+fn interrupt_check(c: &mut Criterion) {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let dir = std::env::temp_dir().join(format!("wcgid-engine-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let tight_loop = dir.join("tight-loop.wasm");
+    std::fs::write(&tight_loop, wasmer::wat2wasm(TIGHT_LOOP.as_bytes()).unwrap()).unwrap();
+    let mut env = cgi_env();
+    env.push(&[b"QUERY_STRING=word=paisule&n=97"]);
+    let mut group = c.benchmark_group("interrupt check");
+    group.sample_size(10);
+    for (name, path) in [
+        ("tight loop, 10^8 turns", tight_loop.clone()),
+        ("dict cold", root.join("dict/dict-cold.wasm")),
+        ("QuickJS cold", root.join("qjs/qjs-cold.wasm")),
+    ] {
+        for (checked, engine) in [
+            ("without", Engine::default().without_interrupt_check()),
+            ("with", Engine::default()),
+        ] {
+            let program = engine.load(&path, &[]).expect("run scripts/build-examples first");
+            group.bench_function(format!("{name}, {checked} the check"), |b| {
+                b.iter(|| {
+                    let (outcome, _) = program.run(CStrings::default(), env.clone(), NullStdio);
+                    assert_eq!(outcome, Outcome::Exit(0));
+                })
+            });
+        }
+    }
+    group.finish();
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
+criterion_group!(benches, engine, interrupt_check);
 criterion_main!(benches);

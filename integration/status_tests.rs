@@ -20,6 +20,7 @@ tests! {
     Alone counts_survive_a_reload_and_a_killed_worker,
     Alone status_cli_errors_name_the_socket,
     Alone admin_socket_passed_by_name_is_served,
+    Alone no_request_waits_on_a_slow_guest_while_a_worker_idles,
 }
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(30);
@@ -322,4 +323,65 @@ fn admin_socket_passed_by_name_is_served(dir: &Path) {
     let log = std::fs::read_to_string(dir.join("wcgid.log")).unwrap();
     assert_eq!(hello, "Hello, activated!\n", "log:\n{log}");
     assert_eq!(ping, "pong\n", "log:\n{log}");
+}
+
+/// A kept connection whose worker runs another connection's slow guest is
+/// handed to the idle worker as soon as a request starts on it: the request
+/// is answered in milliseconds, not after the guest, and counted as handed
+/// over. Two workers of at most 2 connections each hold 3 connections, so
+/// one worker holds two: the slow guest runs on one of those two, the fast
+/// request comes on the other.
+fn no_request_waits_on_a_slow_guest_while_a_worker_idles(dir: &Path) {
+    let s = setup(dir, "workers = 2\nmax_connections = 4\naccess_log = true", "10s");
+    let d = start(dir, &s);
+    let mut conns: Vec<(fcgi::Conn, String)> = Vec::new();
+    for n in 0..3 {
+        let mut conn = fcgi::Conn::connect(&s.socket);
+        conn.set_timeout(Duration::from_secs(20));
+        let name = format!("conn{n}");
+        let ex = conn.exchange(1, fcgi::KEEP_CONN, &Params::get("/hello", &format!("name={name}")), b"");
+        assert_eq!(ex.cgi().text(), format!("Hello, {name}!\n"), "{}", ex.summary());
+        // Which worker serves it: the pid in the id of its access-log line,
+        // the n-th (one request at a time so far).
+        let worker = poll(REPORTED_WITHIN, || {
+            let log = d.log();
+            let line = log.lines().filter(|l| l.contains("wcgid::access")).nth(n)?;
+            Some(line.split("req=").nth(1)?.split('.').next()?.to_owned())
+        })
+        .unwrap_or_else(|| panic!("no access line for {name}; log:\n{}", d.log()));
+        conns.push((conn, worker));
+    }
+    let shared = conns
+        .iter()
+        .position(|(_, w)| conns.iter().filter(|(_, v)| v == w).count() == 2)
+        .unwrap_or_else(|| {
+            panic!(
+                "no worker holds two connections: {:?}",
+                conns.iter().map(|c| &c.1).collect::<Vec<_>>()
+            )
+        });
+    let (mut slow, worker) = conns.remove(shared);
+    let fast = conns.iter().position(|(_, w)| *w == worker).expect("the other one");
+    let (mut fast, _) = conns.remove(fast);
+    slow.send(&fcgi::request(
+        2,
+        fcgi::KEEP_CONN,
+        &Params::get("/cases", "sleep=2000"),
+        b"",
+    ));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = Instant::now();
+    let ex = fast.exchange(2, fcgi::KEEP_CONN, &Params::get("/hello", "name=fast"), b"");
+    let took = started.elapsed();
+    assert_eq!(ex.cgi().text(), "Hello, fast!\n", "{}", ex.summary());
+    assert!(
+        took < Duration::from_millis(200),
+        "answered after {took:?}, behind the slow guest"
+    );
+    assert_eq!(slow.response(2).cgi().text(), "slept\n");
+    // Both connections are served on, wherever they are now.
+    let ex = fast.exchange(3, 0, &Params::get("/hello", "name=again"), b"");
+    assert_eq!(ex.cgi().text(), "Hello, again!\n", "{}", ex.summary());
+    let v = status_when(dir, &s.config, |v| v["handed_over"].as_u64() >= Some(1));
+    assert_eq!(v["handed_over"].as_u64(), Some(1), "{v:#}");
 }

@@ -104,6 +104,13 @@ fn parse_mount(s: &str) -> Result<Mount, String> {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // As a container's entrypoint, before any thread exists.
+    if matches!(cli.command, None | Some(Command::Serve))
+        && let Err(e) = worker::init::become_init_if_pid1()
+    {
+        eprintln!("error: cannot run as PID 1: {e}");
+        return ExitCode::FAILURE;
+    }
     if let Err(e) = init_tracing() {
         eprintln!("error: {e}");
         return ExitCode::from(64);

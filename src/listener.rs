@@ -301,7 +301,7 @@ impl Listener {
     }
 
     /// A duplicate, for the watchdog to watch the backlog with (see
-    /// [`Queue::with_backlog`]).
+    /// [`Queue::with_inbound`]).
     pub fn duplicate(&self) -> io::Result<Listening> {
         Ok(match self {
             Listener::Unix(l) => {
@@ -388,6 +388,11 @@ impl Halt {
 
     fn requested(&self) -> bool {
         self.requested.load(Ordering::SeqCst)
+    }
+
+    /// The flag a stop sets, for a thread that must know of it at once.
+    pub fn flag(&self) -> Arc<AtomicBool> {
+        self.requested.clone()
     }
 
     fn drain_backlog(&self) -> bool {
@@ -501,6 +506,11 @@ pub async fn serve<H: Handler + 'static>(
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
         }
+        // The new connection's request, if it is there, runs before this
+        // worker takes another connection: a worker takes no connection
+        // while it has a request to run, so none waits here while another
+        // worker idles.
+        tokio::task::yield_now().await;
     }
     drop(listener);
     let all = u32::try_from(limit).unwrap_or(u32::MAX);
@@ -512,7 +522,7 @@ pub async fn serve<H: Handler + 'static>(
 
 async fn connection<R, W, H>(
     r: R,
-    w: W,
+    mut w: W,
     line: Arc<Line>,
     handler: Rc<H>,
     caps: Rc<Caps>,
@@ -520,12 +530,34 @@ async fn connection<R, W, H>(
     _permit: OwnedSemaphorePermit,
 ) where
     R: AsyncRead + Unpin,
-    W: AsyncWrite + Unpin,
+    W: WriteHalf,
     H: Handler,
 {
-    match fastcgi::serve(r, w, line, &*handler, &caps, stop).await {
+    match fastcgi::serve(r, &mut w, line.clone(), &*handler, &caps, stop).await {
         Ok(()) => {}
         Err(fastcgi::Error::Io(e)) => tracing::debug!("connection ended: {e}"),
         Err(e) => tracing::warn!("closing FastCGI connection: {e}"),
+    }
+    // Another worker serves it now: closed here, not shut down.
+    if line.is_handed_over() {
+        w.forget();
+    }
+}
+
+/// A connection's write half, which shuts the socket down for writing when
+/// dropped, unless forgotten.
+trait WriteHalf: AsyncWrite + Unpin {
+    fn forget(self);
+}
+
+impl WriteHalf for tokio::net::unix::OwnedWriteHalf {
+    fn forget(self) {
+        tokio::net::unix::OwnedWriteHalf::forget(self);
+    }
+}
+
+impl WriteHalf for tokio::net::tcp::OwnedWriteHalf {
+    fn forget(self) {
+        tokio::net::tcp::OwnedWriteHalf::forget(self);
     }
 }

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 
 use crate::fastcgi::{self, ABORTED_APP_STATUS, Ending, Stdout};
-use crate::sandbox::{Outcome, Stdio};
+use crate::sandbox::{Interrupt, Outcome, Stdio};
 use crate::status::{Finished, InFlight};
 
 use super::body::{self, Body, BodyBuilder};
@@ -379,8 +379,9 @@ impl Stdio for Exchange {
         self.run.sleep(wait)
     }
 
-    fn instantiated(&mut self) {
+    fn instantiated(&mut self, interrupt: &Interrupt) {
         self.restore = Some(self.began.elapsed());
+        self.run.interruptible(interrupt);
     }
 
     fn ended(&mut self, memory: u64) {

@@ -1,24 +1,27 @@
-//! The gateway's watchdog: while a guest runs, it watches the request's
-//! connection and the clock, and stops the guest once the web server has
-//! given up on the request (FCGI_ABORT_REQUEST, FastCGI 1.0 §5.4, or the
-//! connection closed, as nginx does when its client goes away) or once the
-//! app's timeout has passed.
+//! The gateway's watchdog: a thread beside the worker's serving thread that
+//! follows each guest run lasting more than [`WATCH_AFTER`]. It stops the
+//! guest once the web server has given up on the request
+//! (FCGI_ABORT_REQUEST, FastCGI 1.0 §5.4, or the connection closed, as nginx
+//! does when its client goes away) or once the app's timeout has passed;
+//! and it keeps the worker's other connections from waiting for the guest:
+//! a request starting on one of them is handed to an idle worker, or shed
+//! if it cannot be and waits too long (see [`Queue`]).
 //!
-//! The guest runs on the worker's serving thread, which reads nothing
-//! meanwhile, so the watchdog is a second thread. A request pays two
-//! uncontended lock operations for it: the watchdog wakes every [`TICK`] and
-//! only watches a run it has seen in progress for a whole tick, so short
-//! requests are never looked at, and when it does watch it sleeps in poll(2)
-//! on the socket. Timeouts are therefore kept to about a tick.
+//! The guest runs on the serving thread, which reads nothing meanwhile. A
+//! request pays an uncontended lock and one `timerfd_settime(2)` for the
+//! watchdog: the timer wakes it only for a run still going [`WATCH_AFTER`]
+//! after it began, so short runs are never looked at. A followed run is
+//! watched in poll(2), on its connection, the worker's idle connections and
+//! the clock, so a stop happens within milliseconds of its cause.
 //!
-//! A stop takes effect where the guest calls the host: a sleep ends at once
-//! and unwinds the guest, reads and writes fail. Wasmer 7.4 cannot interrupt
-//! compiled code from outside (no epochs; its host-interrupt feature dies of
-//! a stray SIGUSR1), so a guest that computes without calling the host is
-//! handled by the last resort: [`KILL_AFTER`] past its timeout the watchdog
-//! answers its request with 504 if nothing was sent yet, and ends the worker
-//! process, which the supervisor replaces. The requests on the worker's
-//! other connections fail with it (nginx answers them 502).
+//! A stop sets the guest's interrupt flag (see `sandbox::interrupt`): the
+//! guest traps at its next function entry or loop head, and a host call it
+//! is in fails or, for a sleep, ends at once. A guest that still runs
+//! [`KILL_AFTER`] later is stuck where no check reaches (a host call that
+//! does not return, or a module compiled without the check): the watchdog
+//! then answers its request with 504 if nothing was sent yet, and ends the
+//! worker process, which the supervisor replaces, as a last resort; the
+//! requests on the worker's other connections fail with it.
 
 use std::io;
 use std::os::fd::AsFd;
@@ -27,18 +30,25 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::eventfd::{EfdFlags, EventFd};
+use nix::sys::time::TimeSpec;
+use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::fastcgi::{Peer, Queue};
+use crate::fastcgi::{Line, Peer, Queue};
+use crate::sandbox::Interrupt;
 use crate::status::Reporter;
 
 use super::response::error_page;
 
-/// How often the watchdog looks for a long run, and how late it may notice
-/// that a request was given up or timed out.
+/// How long a run goes before the watchdog follows it: a request arriving
+/// meanwhile on another of the worker's connections waits this long at
+/// most before it is handed to an idle worker.
+pub const WATCH_AFTER: Duration = Duration::from_millis(2);
+/// How often a followed run's waiting requests are timed for shedding.
 pub const TICK: Duration = Duration::from_millis(100);
-/// How long past its timeout a guest that does not stop may run before its
+/// How long after its stop a guest that does not stop may run before its
 /// worker is ended.
 pub const KILL_AFTER: Duration = Duration::from_secs(2);
 /// appStatus of a request whose worker was ended under it.
@@ -73,6 +83,15 @@ struct Shared {
     stop: AtomicU8,
     /// Readable once `stop` is set, so that a sleeping guest wakes.
     wake: EventFd,
+    /// The watchdog thread's own fds.
+    fds: Arc<Fds>,
+}
+
+struct Fds {
+    /// Fires [`WATCH_AFTER`] after the latest run began.
+    timer: TimerFd,
+    /// Readable when a followed run ended, or the watchdog is dropped.
+    attention: EventFd,
 }
 
 #[derive(Default)]
@@ -80,6 +99,8 @@ struct Slot {
     /// Counts runs, so that a run is told from the next one.
     seq: u64,
     running: Option<Watched>,
+    /// The watchdog thread follows the current run: its end must wake it.
+    following: bool,
 }
 
 #[derive(Clone)]
@@ -87,14 +108,26 @@ struct Watched {
     peer: Peer,
     deadline: Instant,
     app: Arc<str>,
+    /// Stops the guest at its next check, once its instance exists.
+    interrupt: Interrupt,
+    /// When it was told to stop.
+    stopped: Option<Instant>,
 }
 
 impl Watchdog {
     /// Starts the watchdog of a worker whose connections are in `queue`:
-    /// besides watching runs, it sheds requests that wait longer than
-    /// `queue_timeout` behind a long run (see [`Queue::shed`]), counting
-    /// them in `reporter`'s stats.
+    /// besides watching runs, it hands requests that would wait behind one
+    /// to other workers, and sheds those that wait longer than
+    /// `queue_timeout` (see [`Queue::shed`]), counting them in `reporter`'s
+    /// stats.
     pub fn start(queue: Queue, queue_timeout: Duration, reporter: Arc<Reporter>) -> io::Result<Watchdog> {
+        let fds = Arc::new(Fds {
+            timer: TimerFd::new(
+                ClockId::CLOCK_MONOTONIC,
+                TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
+            )?,
+            attention: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+        });
         let shared = Arc::new(Shared {
             slot: Mutex::default(),
             queue,
@@ -103,11 +136,12 @@ impl Watchdog {
             reporter,
             stop: AtomicU8::new(0),
             wake: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
+            fds: fds.clone(),
         });
         let weak = Arc::downgrade(&shared);
         std::thread::Builder::new()
             .name("wcgid-watchdog".into())
-            .spawn(move || watch(weak))?;
+            .spawn(move || watch(weak, fds))?;
         Ok(Watchdog { shared })
     }
 
@@ -116,7 +150,19 @@ impl Watchdog {
     pub fn running(&self, peer: Peer, deadline: Instant, app: Arc<str>) -> Run {
         let mut slot = self.shared.lock();
         slot.seq += 1;
-        slot.running = Some(Watched { peer, deadline, app });
+        slot.running = Some(Watched {
+            peer,
+            deadline,
+            app,
+            interrupt: Interrupt::default(),
+            stopped: None,
+        });
+        drop(slot);
+        // Re-armed by every run: it fires only once one lasts.
+        let after = Expiration::OneShot(TimeSpec::from_duration(WATCH_AFTER));
+        if let Err(e) = self.shared.fds.timer.set(after, TimerSetTimeFlags::empty()) {
+            tracing::error!("cannot arm the watchdog's timer: {e}");
+        }
         Run {
             shared: self.shared.clone(),
         }
@@ -135,6 +181,18 @@ impl Run {
             1 => Some(Stop::Gone),
             2 => Some(Stop::Timeout),
             _ => None,
+        }
+    }
+
+    /// Gives the watchdog the means to stop the guest in the middle of its
+    /// code; if it was told to stop already, stops it now.
+    pub fn interruptible(&self, interrupt: &Interrupt) {
+        let mut slot = self.shared.lock();
+        if let Some(watched) = &mut slot.running {
+            watched.interrupt = interrupt.clone();
+        }
+        if self.stopped().is_some() {
+            interrupt.interrupt();
         }
     }
 
@@ -160,10 +218,21 @@ impl Drop for Run {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         slot.running = None;
-        // Under the lock: the watchdog stops only the run it looked at.
+        // Under the lock: the watchdog stops only the run it looked at, and
+        // hands connections over only while it runs.
         if self.shared.stop.swap(0, Ordering::AcqRel) != 0 {
             let _ = self.shared.wake.read();
         }
+        if slot.following {
+            let _ = self.shared.fds.attention.write(1);
+        }
+    }
+}
+
+impl Drop for Shared {
+    fn drop(&mut self) {
+        // The thread ends.
+        let _ = self.fds.attention.write(1);
     }
 }
 
@@ -173,69 +242,129 @@ impl Shared {
         self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
-    /// Stops the current run, which the caller holds the lock on, unless
-    /// it is stopped already.
-    fn stop(&self, why: Stop) {
+    /// Stops `watched`, the current run, which the caller holds the lock
+    /// on, unless it is stopped already.
+    fn stop(&self, watched: &mut Watched, why: Stop, now: Instant) {
         if self
             .stop
             .compare_exchange(0, why as u8, Ordering::AcqRel, Ordering::Acquire)
             .is_ok()
         {
+            watched.stopped = Some(now);
+            watched.interrupt.interrupt();
             let _ = self.wake.write(1);
         }
     }
 }
 
-/// The watchdog thread.
-fn watch(shared: Weak<Shared>) {
-    // The run seen at the last tick.
-    let mut seen = None;
+/// The watchdog thread: waits for a run to last, then follows it.
+fn watch(shared: Weak<Shared>, fds: Arc<Fds>) {
     loop {
-        std::thread::sleep(TICK);
+        let mut wait = [
+            PollFd::new(fds.timer.as_fd(), PollFlags::POLLIN),
+            PollFd::new(fds.attention.as_fd(), PollFlags::POLLIN),
+        ];
+        match poll(&mut wait, PollTimeout::NONE) {
+            Ok(_) | Err(Errno::EINTR) => {}
+            Err(e) => {
+                tracing::error!("the watchdog cannot wait: {e}");
+                return;
+            }
+        }
+        let _ = fds.timer.wait();
+        let _ = fds.attention.read();
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let (seq, watched) = {
-            let slot = shared.lock();
-            match &slot.running {
-                Some(watched) if seen == Some(slot.seq) => (slot.seq, watched.clone()),
-                Some(_) => {
-                    seen = Some(slot.seq);
-                    continue;
-                }
-                None => continue,
+        let seq = {
+            let mut slot = shared.lock();
+            if slot.running.is_none() {
+                continue;
+            }
+            slot.following = true;
+            slot.seq
+        };
+        follow(&shared, seq);
+        shared.lock().following = false;
+    }
+}
+
+/// Follows run `seq` until it ends: stops it when its peer gives up or its
+/// deadline passes, hands over the requests that start on the worker's
+/// other connections meanwhile, and sheds what waits too long.
+fn follow(shared: &Shared, seq: u64) {
+    let Some(watched) = shared.lock().running.clone() else {
+        return;
+    };
+    let mut peer = Some(watched.peer.watch());
+    // Connections that could not be handed over, left to shedding.
+    let mut kept: Vec<Arc<Line>> = Vec::new();
+    let mut next_shed = Instant::now();
+    let stats = shared.reporter.stats();
+    loop {
+        let now = Instant::now();
+        let stopped = shared.lock().running.as_ref().and_then(|w| w.stopped);
+        let until = match stopped {
+            Some(at) => at + KILL_AFTER,
+            None => watched.deadline,
+        }
+        .min(next_shed);
+        let lines: Vec<Arc<Line>> = shared
+            .queue
+            .idle_lines()
+            .into_iter()
+            .filter(|line| !kept.iter().any(|k| Arc::ptr_eq(k, line)))
+            .collect();
+        let mut fds = vec![PollFd::new(shared.fds.attention.as_fd(), PollFlags::POLLIN)];
+        fds.extend(peer.as_ref().map(|p| p.poll_fd()));
+        fds.extend(lines.iter().map(|line| PollFd::new(line.as_fd(), PollFlags::POLLIN)));
+        let timeout = PollTimeout::try_from(until.saturating_duration_since(now)).unwrap_or(PollTimeout::MAX);
+        let revents: Vec<_> = match poll(&mut fds, timeout) {
+            Ok(_) | Err(Errno::EINTR) => fds.iter().map(PollFd::revents).collect(),
+            Err(e) => {
+                tracing::error!("the watchdog cannot poll: {e}");
+                return;
             }
         };
-        // In progress for a whole tick: watch it until it ends.
-        let mut gone = false;
-        let stats = shared.reporter.stats();
-        loop {
-            let now = Instant::now();
-            let wait = match watched.deadline.checked_duration_since(now) {
-                Some(left) => left.min(TICK),
-                None => TICK,
-            };
-            // Once it is over for the peer, there is nothing more to see there.
-            if !gone && watched.peer.wait_gone(wait).is_some() {
-                gone = true;
-            } else if gone {
-                std::thread::sleep(wait);
+        drop(fds);
+        let _ = shared.fds.attention.read();
+        let mut slot = shared.lock();
+        if slot.seq != seq {
+            return;
+        }
+        let Some(running) = slot.running.as_mut() else {
+            return;
+        };
+        let now = Instant::now();
+        let mut revents = revents.into_iter().skip(1);
+        if let Some(watch) = &mut peer {
+            let gone = watch.seen(revents.next().flatten());
+            if gone.is_some() {
+                peer = None;
+                shared.stop(running, Stop::Gone, now);
             }
-            let slot = shared.lock();
-            if slot.seq != seq || slot.running.is_none() {
-                break;
+        }
+        if now >= running.deadline {
+            shared.stop(running, Stop::Timeout, now);
+        }
+        if running.stopped.is_some_and(|at| now >= at + KILL_AFTER) {
+            last_resort(running, &shared.reporter);
+        }
+        // Requests starting on other connections go to an idle worker, while
+        // this run still holds the serving thread (the lock keeps it from
+        // ending meanwhile).
+        for (line, revents) in lines.iter().zip(revents) {
+            if revents.is_some_and(|r| r.contains(PollFlags::POLLIN)) {
+                if shared.queue.hand_over(line) {
+                    stats.handed_over();
+                } else {
+                    kept.push(line.clone());
+                }
             }
-            if gone {
-                shared.stop(Stop::Gone);
-            }
-            let now = Instant::now();
-            if now >= watched.deadline {
-                shared.stop(Stop::Timeout);
-            }
-            if now >= watched.deadline + KILL_AFTER {
-                last_resort(&watched, &shared.reporter);
-            }
-            drop(slot);
+        }
+        drop(slot);
+        if now >= next_shed {
+            next_shed = now + TICK;
             let shed = shared.queue.shed(shared.queue_timeout, &shared.overloaded);
             stats.set_queued(shed.waiting);
             if shed.answered > 0 {
@@ -246,7 +375,6 @@ fn watch(shared: Weak<Shared>) {
                 );
             }
         }
-        stats.set_queued(0);
     }
 }
 
@@ -259,8 +387,9 @@ fn last_resort(watched: &Watched, reporter: &Reporter) -> ! {
     tracing::error!(
         app = &*watched.app,
         answered_504 = answered,
-        "guest still running {KILL_AFTER:?} after its timeout, without calling the host; \
-         ending this worker (its other connections fail too)"
+        "guest still running {KILL_AFTER:?} after it was stopped: it is stuck where its interrupt check \
+         cannot reach (a host call, or a module compiled without the check); ending this worker as a \
+         last resort (its other connections fail too)"
     );
     std::process::exit(1)
 }

@@ -136,7 +136,10 @@ where
     H: Handler,
 {
     let mut conn = Connection {
-        reader: RecordReader::new(reader),
+        reader: RecordReader::new(Tracked {
+            io: reader,
+            line: line.clone(),
+        }),
         out: Output {
             writer,
             buf: BytesMut::new(),
@@ -150,6 +153,11 @@ where
     let mut heard = false;
     let mut last = Instant::now();
     loop {
+        // Handed to another worker while a guest ran here: not a byte of it
+        // was read, and it is that worker's now.
+        if line.is_handed_over() {
+            return Ok(());
+        }
         line.set_idle(conn.current.is_none() && !conn.reader.has_buffered());
         let record = match &conn.current {
             None => {
@@ -168,6 +176,7 @@ where
                 };
                 tokio::select! {
                     biased;
+                    () = line.handed_over() => continue,
                     _ = stop.wait_for(|stop| *stop), if !stopping => continue,
                     record = tokio::time::timeout_at(deadline, conn.reader.next()) => match record {
                         Ok(record) => record?,
@@ -200,8 +209,30 @@ where
     }
 }
 
+/// A connection's input, telling its [`Line`] when bytes were read: from
+/// then on the connection cannot be handed over.
+struct Tracked<R> {
+    io: R,
+    line: Arc<Line>,
+}
+
+impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
+    fn poll_read(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> std::task::Poll<std::io::Result<()>> {
+        let before = buf.filled().len();
+        let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
+        if buf.filled().len() > before {
+            self.line.set_idle(false);
+        }
+        polled
+    }
+}
+
 struct Connection<'a, R, W, H: Handler> {
-    reader: RecordReader<R>,
+    reader: RecordReader<Tracked<R>>,
     out: Output<W>,
     socket: Arc<OwnedFd>,
     handler: &'a H,

@@ -24,15 +24,17 @@
 
 pub mod client;
 mod connection;
+mod handoff;
 mod params;
 mod queue;
 mod record;
 mod stdout;
 
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
+pub use handoff::Handoff;
 pub use params::Params;
 pub use queue::{Line, Listening, Queue, Shed};
-pub use stdout::{Ending, Gone, Peer, Stdout};
+pub use stdout::{Ending, Gone, Peer, PeerWatch, Stdout};
 
 /// Record types (§8).
 pub mod kind {

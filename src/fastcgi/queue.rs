@@ -1,34 +1,39 @@
-//! Requests waiting for a busy worker, and shedding them when they wait too
-//! long: answered with a 503 page and END_REQUEST{FCGI_OVERLOADED}
-//! (FastCGI 1.0 §5.5) instead of being run late.
+//! A worker's connections as its watchdog thread sees them while a guest
+//! holds the serving thread: passing on the requests that would wait, and
+//! shedding those that waited too long, answered with a 503 page and
+//! END_REQUEST{FCGI_OVERLOADED} (FastCGI 1.0 §5.5) instead of being run late.
 //!
 //! A worker runs one guest at a time on the thread that also reads its
 //! connections, so a request that arrives on another of its connections
-//! meanwhile waits unread. The worker's watchdog thread, which runs beside
-//! long guests, looks at those connections with [`Queue::shed`]: a request
-//! found complete and waiting (by `MSG_PEEK`, reading nothing) is timed from
-//! the tick it was first seen; past the limit it is answered and its
-//! connection shut down, so that the serving thread, when it gets there,
-//! drops the connection instead of running the request.
+//! meanwhile waits unread. The watchdog looks at those connections without
+//! reading them. One on which a new request starts, nothing of it read yet,
+//! is handed to an idle worker ([`Queue::hand_over`], see [`Handoff`]). One
+//! that cannot be handed over is timed with [`Queue::shed`]: a request found
+//! complete and waiting (by `MSG_PEEK`, reading nothing) is timed from the
+//! tick it was first seen; past the limit it is answered and its connection
+//! shut down, so that the serving thread, when it gets there, drops the
+//! connection instead of running the request.
 //!
-//! The listening socket's backlog is watched the same way: connections no
+//! Where new connections wait is watched the same way: the listening
+//! socket's backlog, and the connections other workers handed over. Those no
 //! worker has taken for the whole limit (every worker busy or at its
-//! connection cap all along) are accepted by the watchdog, one per tick,
-//! and their first request answered so. One whose request cannot be
+//! connection cap all along) are taken by the watchdog, one per source and
+//! tick, and their first request answered so. One whose request cannot be
 //! answered yet (a large body still arriving) is handed to the serving
-//! thread ([`Queue::taken`]), which serves it like one it accepted: an
-//! accepted connection is never dropped unanswered.
+//! thread ([`Queue::taken`]), which serves it like one it accepted: a
+//! connection once accepted is never dropped unanswered.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{Shutdown, shutdown};
 
+use super::handoff::Handoff;
 use super::record::{complete_request, put_response_end};
 use super::status;
 use super::stdout::{peek, send_all};
@@ -40,20 +45,45 @@ const ANSWER_WITHIN: Duration = Duration::from_millis(100);
 #[derive(Clone, Default)]
 pub struct Queue {
     conns: Arc<Mutex<Vec<Weak<Line>>>>,
-    backlog: Option<Arc<Backlog>>,
+    inbound: Arc<Inbound>,
 }
 
-/// The listening socket, and since when connections have waited there.
-struct Backlog {
-    listener: Listening,
-    since: Mutex<Option<Instant>>,
-    /// Connections the watchdog accepted but could not answer, oldest
-    /// first, for the serving thread, which `wake` wakes.
+/// Where new connections wait for a worker, and those the watchdog took
+/// from there without answering them.
+#[derive(Default)]
+struct Inbound {
+    /// The listen backlog, and the connections other workers handed over.
+    backlog: Option<Waiting>,
+    handoff: Option<Received>,
+    /// Connections the watchdog took but could not answer, oldest first,
+    /// for the serving thread, which `wake` wakes.
     taken: Mutex<VecDeque<OwnedFd>>,
-    /// Cleared when the worker stops accepting: what waits in the backlog
-    /// from then on is another process's to serve, not to shed.
+    /// Cleared when the worker stops accepting: what waits from then on is
+    /// another process's to serve, not to shed.
     watched: AtomicBool,
+    /// Set (by a signal handler) once the worker is to stop: it keeps the
+    /// connections it has, to finish them itself.
+    stopping: Arc<AtomicBool>,
     wake: tokio::sync::Notify,
+}
+
+/// The hand-off pair, and the serving thread's wait on its receiving end.
+struct Received {
+    handoff: Arc<Handoff>,
+    waiting: Waiting,
+    /// The receiving end again, as tokio waits on it.
+    readable: tokio::net::UnixDatagram,
+}
+
+/// A place connections wait in, and since when one has waited there.
+struct Waiting {
+    source: Source,
+    since: Mutex<Option<Instant>>,
+}
+
+enum Source {
+    Listening(Listening),
+    Handoff(Arc<Handoff>),
 }
 
 /// A listening socket, non-blocking, as std serves it.
@@ -62,65 +92,115 @@ pub enum Listening {
     Tcp(std::net::TcpListener),
 }
 
-impl Listening {
-    fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+impl Source {
+    fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Listening::Unix(l) => l.as_fd(),
-            Listening::Tcp(l) => l.as_fd(),
+            Source::Listening(Listening::Unix(l)) => l.as_fd(),
+            Source::Listening(Listening::Tcp(l)) => l.as_fd(),
+            Source::Handoff(h) => h.receiving(),
         }
     }
 
-    fn accept(&self) -> std::io::Result<OwnedFd> {
-        let fd = match self {
-            Listening::Unix(l) => {
-                let (stream, _) = l.accept()?;
-                stream.set_nonblocking(true)?;
-                OwnedFd::from(stream)
+    /// A waiting connection, non-blocking; `None` if there is none after all.
+    fn take(&self) -> Option<OwnedFd> {
+        match self {
+            Source::Listening(Listening::Unix(l)) => {
+                let (stream, _) = l.accept().ok()?;
+                stream.set_nonblocking(true).ok()?;
+                Some(stream.into())
             }
-            Listening::Tcp(l) => {
-                let (stream, _) = l.accept()?;
-                stream.set_nonblocking(true)?;
-                OwnedFd::from(stream)
+            Source::Listening(Listening::Tcp(l)) => {
+                let (stream, _) = l.accept().ok()?;
+                stream.set_nonblocking(true).ok()?;
+                Some(stream.into())
             }
-        };
-        Ok(fd)
+            Source::Handoff(h) => h.receive().ok()?,
+        }
     }
 }
 
 /// One connection: its socket, whether its unread input starts a new
-/// request, and since when a request has been seen waiting there.
+/// request, whether it was handed to another worker, and since when a
+/// request has been seen waiting there.
 pub struct Line {
     pub(super) socket: Arc<OwnedFd>,
     idle: AtomicBool,
+    handed: AtomicBool,
+    handed_over: tokio::sync::Notify,
     since: Mutex<Option<Instant>>,
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every value behind these locks is set by one store: a panic cannot
+    // leave it torn.
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Queue {
     /// Also watches the backlog of `listening`, the worker's listening
-    /// socket (a duplicate of it, non-blocking).
-    pub fn with_backlog(mut self, listening: Listening) -> Queue {
-        self.backlog = Some(Arc::new(Backlog {
-            listener: listening,
-            since: Mutex::new(None),
-            taken: Mutex::default(),
-            watched: AtomicBool::new(true),
-            wake: tokio::sync::Notify::new(),
-        }));
-        self
+    /// socket (a duplicate of it, non-blocking), and the connections other
+    /// workers pass on `handoff`, to which this worker passes those that
+    /// would wait until `stopping` is set. Call inside the tokio runtime.
+    pub fn with_inbound(
+        listening: Listening,
+        handoff: Option<Handoff>,
+        stopping: Arc<AtomicBool>,
+    ) -> std::io::Result<Queue> {
+        let handoff = match handoff {
+            None => None,
+            Some(handoff) => {
+                let receiving = std::os::unix::net::UnixDatagram::from(handoff.receiving().try_clone_to_owned()?);
+                let readable = tokio::net::UnixDatagram::from_std(receiving)?;
+                let handoff = Arc::new(handoff);
+                Some(Received {
+                    waiting: Waiting::new(Source::Handoff(handoff.clone())),
+                    handoff,
+                    readable,
+                })
+            }
+        };
+        Ok(Queue {
+            conns: Arc::default(),
+            inbound: Arc::new(Inbound {
+                backlog: Some(Waiting::new(Source::Listening(listening))),
+                handoff,
+                taken: Mutex::default(),
+                watched: AtomicBool::new(true),
+                stopping,
+                wake: tokio::sync::Notify::new(),
+            }),
+        })
     }
 
-    /// The next connection the watchdog took from the backlog without
-    /// answering it, to be served as if accepted; never completes for a
-    /// queue without a backlog.
+    /// The next connection to serve as if accepted: one the watchdog took
+    /// without answering it, or one another worker handed over. Never
+    /// completes for a queue without them.
     pub async fn taken(&self) -> OwnedFd {
-        let Some(backlog) = &self.backlog else {
-            return std::future::pending().await;
-        };
+        let received = self.inbound.handoff.as_ref();
         loop {
-            if let Some(socket) = self.take_now() {
+            if let Some(socket) = lock(&self.inbound.taken).pop_front() {
                 return socket;
             }
-            backlog.wake.notified().await;
+            // Receiving through tokio clears its readiness when nothing
+            // waits (another worker was first).
+            let handed = received.map(|r| {
+                r.readable.try_io(tokio::io::Interest::READABLE, || {
+                    r.handoff.receive()?.ok_or(std::io::ErrorKind::WouldBlock.into())
+                })
+            });
+            if let Some(Ok(socket)) = handed {
+                return socket;
+            }
+            let readable = async {
+                match received {
+                    Some(r) => r.readable.readable().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = self.inbound.wake.notified() => {}
+                _ = readable => {}
+            }
         }
     }
 
@@ -128,43 +208,73 @@ impl Queue {
     /// Once this returns no check is halfway through, so [`Queue::take_now`]
     /// finds every connection the watchdog took.
     pub fn stop_watching_backlog(&self) {
-        if let Some(backlog) = &self.backlog {
-            let _checking = backlog.since.lock().unwrap_or_else(|p| p.into_inner());
-            backlog.watched.store(false, Ordering::Release);
-        }
+        let inbound = &self.inbound;
+        let _checking = inbound.backlog.as_ref().map(|b| lock(&b.since));
+        let _handed = inbound.handoff.as_ref().map(|h| lock(&h.waiting.since));
+        inbound.watched.store(false, Ordering::Release);
     }
 
     /// Such a connection, if one is there now.
     pub fn take_now(&self) -> Option<OwnedFd> {
-        let backlog = self.backlog.as_ref()?;
-        backlog.taken.lock().unwrap_or_else(|p| p.into_inner()).pop_front()
+        let taken = lock(&self.inbound.taken).pop_front();
+        taken.or_else(|| self.inbound.handoff.as_ref()?.handoff.receive().ok()?)
     }
 
-    /// Adds a connection; it leaves the queue when the returned line drops.
+    /// Adds a connection, nothing of it read yet; it leaves the queue when
+    /// the returned line drops.
     pub fn register(&self, socket: OwnedFd) -> Arc<Line> {
-        let line = Arc::new(Line {
-            socket: Arc::new(socket),
-            idle: AtomicBool::new(false),
-            since: Mutex::new(None),
-        });
-        let mut conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
+        let line = Arc::new(Line::new(socket, true, None));
+        let mut conns = lock(&self.conns);
         conns.retain(|c| c.strong_count() > 0);
         conns.push(Arc::downgrade(&line));
         line
     }
 
+    /// The connections whose unread input would start a new request.
+    pub fn idle_lines(&self) -> Vec<Arc<Line>> {
+        let conns = lock(&self.conns);
+        conns
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|line| line.idle.load(Ordering::Acquire))
+            .collect()
+    }
+
+    /// Passes `line` to whichever worker is idle first, if the queue has
+    /// somewhere to pass it and it is still idle; returns whether it did.
+    /// Only while the serving thread cannot read `line` (a guest runs):
+    /// from then on it must not, and its task ends without a read.
+    pub fn hand_over(&self, line: &Line) -> bool {
+        let Some(received) = &self.inbound.handoff else {
+            return false;
+        };
+        if self.inbound.stopping.load(Ordering::Acquire)
+            || !line.idle.load(Ordering::Acquire)
+            || received.handoff.pass(&line.socket).is_err()
+        {
+            return false;
+        }
+        line.idle.store(false, Ordering::Release);
+        line.handed.store(true, Ordering::Release);
+        line.handed_over.notify_one();
+        true
+    }
+
     /// Times the complete requests waiting on idle connections, and answers
     /// those waiting longer than `limit` with `page` and FCGI_OVERLOADED.
     pub fn shed(&self, limit: Duration, page: &[u8]) -> Shed {
-        let lines: Vec<Arc<Line>> = {
-            let conns = self.conns.lock().unwrap_or_else(|p| p.into_inner());
-            conns.iter().filter_map(Weak::upgrade).collect()
-        };
         let now = Instant::now();
         let mut shed = Shed::default();
-        let lines = lines.iter().filter(|line| line.idle.load(Ordering::Acquire));
-        let backlog = self.backlog.iter().map(|b| b.check(now, limit, page));
-        for waited in lines.map(|line| line.check(now, limit, page)).chain(backlog) {
+        let lines = self.idle_lines();
+        let inbound = [
+            self.inbound.backlog.as_ref(),
+            self.inbound.handoff.as_ref().map(|h| &h.waiting),
+        ];
+        let inbound = inbound
+            .into_iter()
+            .flatten()
+            .map(|w| self.inbound.check(w, now, limit, page));
+        for waited in lines.iter().map(|line| line.check(now, limit, page)).chain(inbound) {
             match waited {
                 Waited::No => {}
                 Waited::Yes => shed.waiting += 1,
@@ -176,7 +286,8 @@ impl Queue {
 }
 
 /// What [`Queue::shed`] found: requests still waiting, and requests it
-/// answered. A non-empty listen backlog counts as one waiting.
+/// answered. A non-empty listen backlog or hand-off queue counts as one
+/// waiting.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct Shed {
     pub waiting: usize,
@@ -190,11 +301,21 @@ enum Waited {
     Answered,
 }
 
-impl Backlog {
-    /// Whether connections wait, and answers one that waited past `limit`.
-    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
-        let mut fds = [PollFd::new(self.listener.as_fd(), PollFlags::POLLIN)];
+impl Waiting {
+    fn new(source: Source) -> Waiting {
+        Waiting {
+            source,
+            since: Mutex::new(None),
+        }
+    }
+}
+
+impl Inbound {
+    /// Whether connections wait in `waiting`, and answers one that waited
+    /// past `limit`.
+    fn check(&self, waiting: &Waiting, now: Instant, limit: Duration, page: &[u8]) -> Waited {
+        let mut since = lock(&waiting.since);
+        let mut fds = [PollFd::new(waiting.source.as_fd(), PollFlags::POLLIN)];
         if !self.watched.load(Ordering::Acquire) || !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
             *since = None;
             return Waited::No;
@@ -203,15 +324,11 @@ impl Backlog {
         if now.duration_since(first_seen) < limit {
             return Waited::Yes;
         }
-        let Ok(socket) = self.listener.accept() else {
+        let Some(socket) = waiting.source.take() else {
             // Another worker took it after all.
             return Waited::No;
         };
-        let line = Line {
-            socket: Arc::new(socket),
-            idle: AtomicBool::new(true),
-            since: Mutex::new(Some(first_seen)),
-        };
+        let line = Line::new(socket, true, Some(first_seen));
         // Its request may still be on its way: a moment for it.
         let mut fds = [PollFd::new(line.socket.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u8));
@@ -220,7 +337,7 @@ impl Backlog {
             // Not answerable yet: the serving thread will serve it.
             Waited::Yes | Waited::No => {
                 let socket = Arc::try_unwrap(line.socket).expect("the line's only holder");
-                self.taken.lock().unwrap_or_else(|p| p.into_inner()).push_back(socket);
+                lock(&self.taken).push_back(socket);
                 self.wake.notify_one();
                 Waited::Yes
             }
@@ -229,11 +346,40 @@ impl Backlog {
 }
 
 impl Line {
-    /// Tells the watchdog whether the unread input starts at a request.
+    fn new(socket: OwnedFd, idle: bool, since: Option<Instant>) -> Line {
+        Line {
+            socket: Arc::new(socket),
+            idle: AtomicBool::new(idle),
+            handed: AtomicBool::new(false),
+            handed_over: tokio::sync::Notify::new(),
+            since: Mutex::new(since),
+        }
+    }
+
+    /// The connection's socket, to poll.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.socket.as_fd()
+    }
+
+    /// Tells the watchdog whether the unread input starts at a request:
+    /// true only while nothing of the next request has been read.
     pub(super) fn set_idle(&self, idle: bool) {
         // Once per request, not per record: only a change takes the lock.
         if self.idle.swap(idle, Ordering::AcqRel) && !idle {
-            *self.since.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            *lock(&self.since) = None;
+        }
+    }
+
+    /// Whether the connection went to another worker: it must not be read
+    /// or shut down here any more, only closed.
+    pub fn is_handed_over(&self) -> bool {
+        self.handed.load(Ordering::Acquire)
+    }
+
+    /// Completes once the connection went to another worker.
+    pub(super) async fn handed_over(&self) {
+        while !self.is_handed_over() {
+            self.handed_over.notified().await;
         }
     }
 
@@ -246,7 +392,7 @@ impl Line {
     /// Whether a complete request waits, and answers it once it waited
     /// past `limit`.
     fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
-        let mut since = self.since.lock().unwrap_or_else(|p| p.into_inner());
+        let mut since = lock(&self.since);
         let Some(id) = self.waiting_request() else {
             *since = None;
             return Waited::No;

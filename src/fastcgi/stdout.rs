@@ -174,6 +174,41 @@ pub struct Peer {
     sending: Arc<Mutex<Sending>>,
 }
 
+/// What to ask poll(2) about a peer, and what its answers mean.
+pub struct PeerWatch {
+    peer: Peer,
+    /// Input that is not an abort stays readable: after looking at it once,
+    /// a hang-up alone is waited for.
+    events: PollFlags,
+}
+
+impl PeerWatch {
+    /// The entry for poll(2).
+    pub fn poll_fd(&self) -> PollFd<'_> {
+        PollFd::new(self.peer.socket.as_fd(), self.events)
+    }
+
+    /// Whether poll(2)'s `revents` for [`PeerWatch::poll_fd`] say that the
+    /// peer gave up. Reads nothing.
+    pub fn seen(&mut self, revents: Option<PollFlags>) -> Option<Gone> {
+        // nix's PollFlags does not know POLLRDHUP, so revents holding it
+        // read as None: of what poll(2) can report, it alone is unknown.
+        let Some(got) = revents else {
+            return Some(Gone::Closed);
+        };
+        if got.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
+            return Some(Gone::Closed);
+        }
+        if got.contains(PollFlags::POLLIN) {
+            if let Some(gone) = self.peer.abort_waiting() {
+                return Some(gone);
+            }
+            self.events = POLLRDHUP;
+        }
+        None
+    }
+}
+
 /// How a peer gave up on a request.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Gone {
@@ -206,33 +241,29 @@ impl Peer {
     /// the request. Reads nothing.
     pub fn wait_gone(&self, timeout: Duration) -> Option<Gone> {
         let deadline = Instant::now() + timeout;
-        // Input that is not an abort stays readable: after looking at it
-        // once, wait for a hang-up alone.
-        let mut events = PollFlags::POLLIN | POLLRDHUP;
+        let mut watch = self.clone().watch();
         loop {
             let left = deadline.saturating_duration_since(Instant::now());
             let left = PollTimeout::try_from(left).unwrap_or(PollTimeout::MAX);
-            let mut fds = [PollFd::new(self.socket.as_fd(), events)];
+            let mut fds = [watch.poll_fd()];
             match poll(&mut fds, left) {
                 Ok(0) => return None,
                 Ok(_) => {}
                 Err(Errno::EINTR) => continue,
                 Err(_) => return Some(Gone::Closed),
             }
-            // nix's PollFlags does not know POLLRDHUP, so revents holding it
-            // read as None: of what poll(2) can report, it alone is unknown.
-            let Some(got) = fds[0].revents() else {
-                return Some(Gone::Closed);
-            };
-            if got.intersects(PollFlags::POLLHUP | PollFlags::POLLERR | PollFlags::POLLNVAL) {
-                return Some(Gone::Closed);
+            let revents = fds[0].revents();
+            if let Some(gone) = watch.seen(revents) {
+                return Some(gone);
             }
-            if got.contains(PollFlags::POLLIN) {
-                if let Some(gone) = self.abort_waiting() {
-                    return Some(gone);
-                }
-                events = POLLRDHUP;
-            }
+        }
+    }
+
+    /// A watch on the peer for a poll(2) loop over several fds.
+    pub fn watch(self) -> PeerWatch {
+        PeerWatch {
+            peer: self,
+            events: PollFlags::POLLIN | POLLRDHUP,
         }
     }
 

@@ -20,10 +20,12 @@ use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 
+use super::Checks;
+
 const MAGIC: &[u8; 10] = b"WCGID-AOT\0";
 /// Bumped when the entry layout, or anything wcgid changes in compiled code
 /// (its tunables), changes.
-const FORMAT: u32 = 1;
+const FORMAT: u32 = 2;
 /// Magic, format, key, then length and digest of the artifact and the image.
 const HEADER: usize = MAGIC.len() + 4 + 32 + (8 + 32) * 2;
 
@@ -68,11 +70,12 @@ impl Cache {
         Ok(Cache { dir: dir.into(), salt })
     }
 
-    /// The entry's key: `metered` code (with fuel metering) is other code.
-    fn key(&self, wasm: &[u8], metered: bool) -> [u8; 32] {
+    /// The entry's key: code with other checks compiled in (the interrupt
+    /// check, fuel metering) is other code.
+    fn key(&self, wasm: &[u8], checks: Checks) -> [u8; 32] {
         let mut hash = Sha256::new();
         hash.update(self.salt.as_bytes());
-        hash.update([u8::from(metered)]);
+        hash.update([u8::from(checks.interrupt), u8::from(checks.fuel)]);
         hash.update(wasm);
         hash.finalize().into()
     }
@@ -84,8 +87,8 @@ impl Cache {
 
     /// The entry for `wasm`, if a sound one is stored. A damaged entry is
     /// logged and removed.
-    pub fn get(&self, engine: &wasmer::Engine, wasm: &[u8], metered: bool) -> Option<Entry> {
-        let key = self.key(wasm, metered);
+    pub fn get(&self, engine: &wasmer::Engine, wasm: &[u8], checks: Checks) -> Option<Entry> {
+        let key = self.key(wasm, checks);
         let path = self.path(&key);
         let file = match std::fs::read(&path) {
             Ok(file) => file,
@@ -121,8 +124,8 @@ impl Cache {
 
     /// Stores `module` and `image` for `wasm`. Failing to is logged, not
     /// fatal: the module is compiled, only not kept.
-    pub fn put(&self, wasm: &[u8], metered: bool, module: &wasmer::Module, image: Option<&[u8]>) {
-        let key = self.key(wasm, metered);
+    pub fn put(&self, wasm: &[u8], checks: Checks, module: &wasmer::Module, image: Option<&[u8]>) {
+        let key = self.key(wasm, checks);
         let path = self.path(&key);
         let stored = module
             .serialize()
@@ -202,6 +205,11 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> io::Result<()> {
 mod tests {
     use super::*;
 
+    const PLAIN: Checks = Checks {
+        interrupt: false,
+        fuel: false,
+    };
+
     const WAT: &str = r#"(module (memory (export "memory") 1) (func (export "_start")))"#;
 
     fn setup() -> (Cache, wasmer::Engine, Vec<u8>, PathBuf) {
@@ -230,17 +238,20 @@ mod tests {
     #[test]
     fn a_stored_entry_comes_back_with_its_image() {
         let (cache, engine, wasm, dir) = setup();
-        assert!(cache.get(&engine, &wasm, false).is_none());
+        assert!(cache.get(&engine, &wasm, PLAIN).is_none());
         let module = wasmer::Module::new(&engine, &wasm).unwrap();
-        cache.put(&wasm, false, &module, Some(b"image bytes"));
-        let entry = cache.get(&engine, &wasm, false).expect("stored");
-        assert!(cache.get(&engine, &wasm, true).is_none(), "metered code is other code");
+        cache.put(&wasm, PLAIN, &module, Some(b"image bytes"));
+        let entry = cache.get(&engine, &wasm, PLAIN).expect("stored");
+        for (interrupt, fuel) in [(true, false), (false, true), (true, true)] {
+            let other = Checks { interrupt, fuel };
+            assert!(cache.get(&engine, &wasm, other).is_none(), "{other:?} is other code");
+        }
         assert_eq!(entry.image.as_deref(), Some(&b"image bytes"[..]));
         assert!(entry.module.exports().any(|e| e.name() == "_start"));
         // Another module's bytes find nothing.
         let mut other = wasm.clone();
         other.extend_from_slice(&[0, 1, b'x']); // a trailing custom section
-        assert!(cache.get(&engine, &other, false).is_none());
+        assert!(cache.get(&engine, &other, PLAIN).is_none());
         let _ = std::fs::remove_dir_all(dir);
     }
 
@@ -260,12 +271,12 @@ mod tests {
             ("trailing bytes", |f| f.push(0)),
         ];
         for (what, damage) in damages {
-            cache.put(&wasm, false, &module, None);
+            cache.put(&wasm, PLAIN, &module, None);
             let path = entry_file(&dir);
             let mut file = std::fs::read(&path).unwrap();
             damage(&mut file);
             std::fs::write(&path, &file).unwrap();
-            assert!(cache.get(&engine, &wasm, false).is_none(), "{what}: loaded anyway");
+            assert!(cache.get(&engine, &wasm, PLAIN).is_none(), "{what}: loaded anyway");
             assert!(!path.exists(), "{what}: not removed");
         }
         let _ = std::fs::remove_dir_all(dir);

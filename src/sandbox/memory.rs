@@ -82,6 +82,9 @@ thread_local! {
     /// The image and the page limit for the memory the instantiation in
     /// progress on this thread creates (see [`with_image`]).
     static PENDING: RefCell<Pending> = const { RefCell::new(Pending { image: None, limit: None }) };
+    /// The definition of the first memory the instantiation in progress on
+    /// this thread created.
+    static CREATED: std::cell::Cell<Option<NonNull<VMMemoryDefinition>>> = const { std::cell::Cell::new(None) };
 }
 
 /// A module's initial memory contents, sealed in a memfd.
@@ -120,15 +123,22 @@ struct Pending {
 /// Runs `instantiate` with `image` as the initial contents of the memory the
 /// instantiation creates on this thread (the module's data segments having
 /// been stripped in favour of the image), and `limit` pages as its maximum
-/// if that is lower than the module's.
-pub fn with_image<R>(image: Option<&Arc<Image>>, limit: Option<Pages>, instantiate: impl FnOnce() -> R) -> R {
+/// if that is lower than the module's. Also returns where that memory's
+/// definition lies, in the new instance's `VMContext` (see
+/// [`super::interrupt`]).
+pub fn with_image<R>(
+    image: Option<&Arc<Image>>,
+    limit: Option<Pages>,
+    instantiate: impl FnOnce() -> R,
+) -> (R, Option<NonNull<VMMemoryDefinition>>) {
     PENDING.set(Pending {
         image: image.cloned(),
         limit,
     });
+    CREATED.set(None);
     let result = instantiate();
     PENDING.take();
-    result
+    (result, CREATED.take())
 }
 
 /// Wasmer's tunables with memories from [`Reservation`]s.
@@ -430,6 +440,9 @@ impl PooledMemory {
             drop(reservation);
             return Err(region(e));
         }
+        if CREATED.get().is_none() {
+            CREATED.set(Some(definition));
+        }
         let memory = PooledMemory {
             definition,
             ty,
@@ -545,6 +558,7 @@ mod tests {
             let instance = with_image(image, limit, || {
                 Instance::new(&mut store, module, &imports! {}).map_err(|e| e.to_string())
             })
+            .0
             .unwrap();
             Probe { store, instance }
         }
@@ -716,7 +730,7 @@ mod tests {
         let (_, image, _) = imaged(9);
         let mut store = Store::new(engine());
         let small = probe_module();
-        let instantiated = with_image(Some(&image), None, || {
+        let (instantiated, _) = with_image(Some(&image), None, || {
             Instance::new(&mut store, &small, &imports! {}).map_err(|e| e.to_string())
         });
         assert!(instantiated.is_err());

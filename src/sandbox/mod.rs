@@ -16,12 +16,14 @@
 
 mod cache;
 mod image;
+mod interrupt;
 mod memory;
 mod wasi;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use interrupt::Interrupt;
 pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
 
 /// A compiled, linked-checked guest, shared by all of its requests.
@@ -29,6 +31,7 @@ pub struct Program {
     module: wasmer::Module,
     /// The initial memory, mapped rather than copied into each instance.
     image: Option<Arc<memory::Image>>,
+    /// The engine that holds the module's code: instances run in its stores.
     engine: wasmer::Engine,
     /// The WASI functions it imports, in import order.
     imports: Vec<String>,
@@ -37,6 +40,8 @@ pub struct Program {
     memory_limit: Option<wasmer::Pages>,
     /// Fuel of a run, for a module compiled with metering.
     fuel: Option<u64>,
+    /// Where its instances' interrupt flag lies, if it has the check.
+    interrupt: Option<interrupt::Layout>,
 }
 
 /// A host directory a guest sees, read-only, at `guest` (an absolute path).
@@ -60,8 +65,9 @@ pub trait Stdio: Send + 'static {
     /// Takes stderr bytes.
     fn log(&mut self, data: &[u8]);
     /// Called once the instance exists, just before `_start` runs: where
-    /// the restore ends and the guest's own work begins.
-    fn instantiated(&mut self) {}
+    /// the restore ends and the guest's own work begins. `interrupt` stops
+    /// the guest from any thread, while it runs.
+    fn instantiated(&mut self, _interrupt: &Interrupt) {}
     /// Called when the guest's run ends (an instance existed), with the
     /// size its memory reached, in bytes: memory never shrinks.
     fn ended(&mut self, _memory: u64) {}
@@ -124,6 +130,8 @@ pub enum Error {
 pub struct Engine {
     engine: wasmer::Engine,
     cache: Option<Arc<cache::Cache>>,
+    /// Whether guests are compiled with the interrupt check.
+    interruptible: bool,
 }
 
 impl Default for Engine {
@@ -131,6 +139,7 @@ impl Default for Engine {
         Engine {
             engine: engine_with(wasmer::sys::Cranelift::default()),
             cache: None,
+            interruptible: true,
         }
     }
 }
@@ -142,20 +151,50 @@ fn engine_with(compiler: wasmer::sys::Cranelift) -> wasmer::Engine {
     engine
 }
 
-/// A compiler that adds fuel metering to the one module it compiles. Its
-/// code runs in any of our engines (the tunables are the same).
-fn metered_engine() -> wasmer::Engine {
-    use wasmer::sys::CompilerConfig;
-    let mut compiler = wasmer::sys::Cranelift::default();
-    // No fuel until a run is given some: an instance never runs unmetered.
-    compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
-        0,
-        |_: &wasmer::wasmparser::Operator| 1,
-    )));
-    engine_with(compiler)
+/// What is compiled into a guest besides its own code. Other checks make
+/// other code: the AOT cache keys on them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Checks {
+    /// The interrupt check (see [`interrupt`]).
+    pub interrupt: bool,
+    /// Fuel metering (wasmer-middlewares' `Metering`, a point per operator).
+    pub fuel: bool,
+}
+
+impl Checks {
+    /// A compiler that adds these checks to the one module it compiles (a
+    /// middleware serves one module); `None` when there are none. Its code
+    /// runs in any of our engines: the tunables are the same.
+    fn compiler(self) -> Option<wasmer::Engine> {
+        use wasmer::sys::CompilerConfig;
+        if !self.interrupt && !self.fuel {
+            return None;
+        }
+        let mut compiler = wasmer::sys::Cranelift::default();
+        if self.interrupt {
+            compiler.push_middleware(Arc::new(interrupt::Check::default()));
+        }
+        if self.fuel {
+            // No fuel until a run is given some: an instance never runs
+            // unmetered.
+            compiler.push_middleware(Arc::new(wasmer_middlewares::Metering::new(
+                0,
+                |_: &wasmer::wasmparser::Operator| 1,
+            )));
+        }
+        Some(engine_with(compiler))
+    }
 }
 
 impl Engine {
+    /// Compiles guests without the interrupt check: a guest that computes
+    /// without calling the host then cannot be stopped but by ending its
+    /// process. For measuring what the check costs.
+    pub fn without_interrupt_check(mut self) -> Engine {
+        self.interruptible = false;
+        self
+    }
+
     /// Keeps compiled modules in `dir` (see `cache`).
     pub fn with_cache(mut self, dir: &Path) -> Result<Engine, Error> {
         let cache = cache::Cache::open(dir, &self.engine).map_err(|source| Error::Cache {
@@ -187,7 +226,11 @@ impl Engine {
             path: path.into(),
             source,
         })?;
-        let (module, image) = self.compile(path, &bytes, metered)?;
+        let checks = Checks {
+            interrupt: self.interruptible,
+            fuel: metered,
+        };
+        let (engine, module, image) = self.compile(path, &bytes, checks)?;
         let image = image
             .map(|bytes| memory::Image::new(&bytes))
             .transpose()
@@ -198,13 +241,14 @@ impl Engine {
         let imports = wasi::resolve(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = open_mounts(mounts)?;
         Ok(Program {
-            module,
             image,
-            engine: self.engine.clone(),
+            engine,
             imports,
             preopens,
             memory_limit: None,
             fuel: metered.then_some(0),
+            interrupt: interrupt::Layout::of(&module),
+            module,
         })
     }
 
@@ -233,29 +277,37 @@ impl Engine {
             .map_err(|why| Error::Init { path: path.into(), why })
     }
 
-    /// The module compiled for serving and its memory image: from the cache
-    /// if it has them, else compiled now (and stored).
-    fn compile(&self, path: &Path, wasm: &[u8], metered: bool) -> Result<(wasmer::Module, Option<Vec<u8>>), Error> {
-        if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&self.engine, wasm, metered)) {
+    /// The module compiled for serving, with `checks`, the engine that
+    /// holds its code, and its memory image: from the cache if it has them,
+    /// else compiled now (and stored).
+    fn compile(
+        &self,
+        path: &Path,
+        wasm: &[u8],
+        checks: Checks,
+    ) -> Result<(wasmer::Engine, wasmer::Module, Option<Vec<u8>>), Error> {
+        if let Some(entry) = self.cache.as_ref().and_then(|c| c.get(&self.engine, wasm, checks)) {
             tracing::debug!(module = %path.display(), "loaded from the AOT cache");
-            return Ok((entry.module, entry.image));
+            return Ok((self.engine.clone(), entry.module, entry.image));
         }
         let started = std::time::Instant::now();
         let prepared = image::prepare(wasm).map_err(|why| Error::Invalid { path: path.into(), why })?;
-        // A Metering middleware serves one module: a compiler of its own.
-        let compiler = match metered {
-            true => metered_engine(),
-            false => self.engine.clone(),
-        };
+        let compiler = checks.compiler().unwrap_or_else(|| self.engine.clone());
         let module = wasmer::Module::new(&compiler, &prepared.module).map_err(|source| Error::Compile {
             path: path.into(),
             source,
         })?;
-        tracing::info!(module = %path.display(), ms = started.elapsed().as_millis(), metered, "compiled");
+        tracing::info!(
+            module = %path.display(),
+            ms = started.elapsed().as_millis(),
+            interrupt = checks.interrupt,
+            metered = checks.fuel,
+            "compiled"
+        );
         if let Some(cache) = &self.cache {
-            cache.put(wasm, metered, &module, prepared.image.as_deref());
+            cache.put(wasm, checks, &module, prepared.image.as_deref());
         }
-        Ok((module, prepared.image))
+        Ok((compiler, module, prepared.image))
     }
 }
 

@@ -12,7 +12,7 @@ pub fn text(view: &View) -> String {
     let mut out = String::new();
     let started = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(view.started));
     let idle = view.workers.len() - view.busy_workers;
-    let lines: [(&str, String); 13] = [
+    let lines: [(&str, String); 14] = [
         ("version", view.version.into()),
         ("listen", view.listen.clone()),
         ("started", started.to_string()),
@@ -32,6 +32,7 @@ pub fn text(view: &View) -> String {
         ("in flight", view.in_flight.to_string()),
         ("queued", view.queued.to_string()),
         ("rejected", view.rejected.to_string()),
+        ("handed over", view.handed_over.to_string()),
         ("timeouts", view.timeouts.to_string()),
         ("traps", view.traps.to_string()),
     ];
@@ -166,6 +167,12 @@ pub fn prometheus(view: &View) -> String {
         "counter",
         "Requests answered 503 (FCGI_OVERLOADED) after waiting past server.queue_timeout.",
         view.rejected,
+    );
+    out.scalar(
+        "wcgid_connections_handed_over_total",
+        "counter",
+        "Connections a busy worker handed to an idle one, a request starting on them.",
+        view.handed_over,
     );
     out.family(
         "wcgid_requests_total",

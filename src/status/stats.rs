@@ -95,6 +95,10 @@ pub struct WorkerStats {
     /// Requests answered 503 (FCGI_OVERLOADED) because they waited past
     /// `server.queue_timeout`.
     pub rejected: u64,
+    /// Connections handed to another worker because a request started on
+    /// them while this worker ran a long guest.
+    #[serde(default)]
+    pub handed_over: u64,
     /// Requests whose PARAMS are complete and whose response is not.
     pub in_flight: u64,
     /// Complete requests seen waiting for this worker, busy with a long run.
@@ -116,6 +120,7 @@ impl WorkerStats {
     pub fn add_counts(&mut self, other: &WorkerStats) {
         self.connections += other.connections;
         self.rejected += other.rejected;
+        self.handed_over += other.handed_over;
         for (name, app) in &other.apps {
             self.apps.entry(name.clone()).or_default().add(app);
         }
@@ -168,6 +173,11 @@ impl Stats {
         let mut counts = self.lock();
         counts.rejected += n as u64;
         *app(&mut counts, NO_APP).responses.entry("503".into()).or_default() += n as u64;
+    }
+
+    /// A connection handed to another worker, its request not read.
+    pub fn handed_over(&self) {
+        self.lock().handed_over += 1;
     }
 
     /// Requests seen waiting behind a long run now.

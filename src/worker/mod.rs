@@ -28,6 +28,7 @@
 //! [`crate::status`]) from the workers' reports, so that it answers however
 //! busy the workers are.
 
+pub mod init;
 pub mod process;
 
 use std::io;
@@ -48,11 +49,15 @@ use tokio::task::JoinSet;
 
 use crate::cgi::Router;
 use crate::config::{Config, Server};
-use crate::fastcgi::{Caps, Queue};
+use crate::fastcgi::{Caps, Handoff, Queue};
 use crate::listener::{self, Bound, DRAIN, Halt, Listener};
 use crate::sandbox::Engine;
 use crate::status::{self, Admin, Board};
 
+/// The variable that tells a worker its supervisor's pid: if its parent is
+/// another process, the supervisor died before the worker could ask to die
+/// with it.
+pub const SUPERVISOR_ENV: &str = "WCGID_SUPERVISOR_PID";
 /// How long a new worker may take to load its modules.
 const READY_WITHIN: Duration = Duration::from_secs(120);
 /// A worker that dies sooner than this after starting is replaced only
@@ -86,6 +91,9 @@ struct Spawner {
     config: PathBuf,
     cache_dir: PathBuf,
     socket: OwnedFd,
+    /// The variable that gives every worker the shared hand-off pair (see
+    /// [`Handoff`]), whose fds the supervisor keeps open.
+    handoff: (Handoff, (&'static str, String)),
     board: Arc<Mutex<Board>>,
 }
 
@@ -100,6 +108,8 @@ impl Spawner {
             .arg("-c")
             .arg(&self.config)
             .env("WCGID_SERVER__CACHE_DIR", &self.cache_dir)
+            .env(self.handoff.1.0, &self.handoff.1.1)
+            .env(SUPERVISOR_ENV, std::process::id().to_string())
             // Only the supervisor speaks to systemd.
             .env_remove("NOTIFY_SOCKET")
             .env_remove("WATCHDOG_USEC")
@@ -198,10 +208,13 @@ pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Resu
         let mut signals = Signals::new()?;
         let (mut bound, mut admin) = Bound::bind_all(&server.socket, config.admin.as_ref())?;
         let board = Arc::new(Mutex::new(Board::new(server.socket.listen.to_string())));
+        let handoff = Handoff::new()?;
+        let handoff_env = handoff.env()?;
         let spawner = Arc::new(Spawner {
             config: path.canonicalize()?,
             cache_dir: cache_dir.into(),
             socket: bound.socket()?,
+            handoff: (handoff, handoff_env),
             board: board.clone(),
         });
         let mut current = Generation::start(&spawner, server.workers, 1).await?;

@@ -16,7 +16,7 @@ use tokio::sync::watch;
 
 use crate::cgi::{Gateway, Router, Watchdog};
 use crate::config::Config;
-use crate::fastcgi::{Caps, Queue};
+use crate::fastcgi::{Caps, Handoff, Queue};
 use crate::listener::{self, Halt, Listener};
 use crate::sandbox::Engine;
 use crate::status::{Reporter, Stats};
@@ -29,7 +29,12 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
     let server = &config.server;
     // The supervisor's death ends the worker, even in the middle of a guest.
     nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
-    if nix::unistd::getppid().as_raw() == 1 {
+    // Unless it died before that took effect: then the worker's parent is
+    // already another process (an init, or a subreaper).
+    let supervisor = std::env::var(super::SUPERVISOR_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    if supervisor.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
         return Ok(());
     }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
@@ -37,8 +42,13 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
     local.block_on(&runtime, async {
         super::ignore_user_signals();
         let listener = Listener::inherit()?;
-        let queue = Queue::default().with_backlog(listener.duplicate()?);
+        // SIGTERM (the daemon stops): the backlog's connections are served
+        // too. SIGQUIT (a reload retires this worker): the new workers take
+        // them. The halt flags are set at delivery; the channel wakes the
+        // accept loop and tells the connections.
+        let halt = Halt::on_signals(RETIRE, SHUT_DOWN)?;
         // Connections wait in the backlog until serve() takes them.
+        let queue = Queue::with_inbound(listener.duplicate()?, Handoff::inherit()?, halt.flag())?;
         let stats = Arc::new(Stats::default());
         let reporter = Reporter::start(stats.clone(), ready()?)?;
         let watchdog = Watchdog::start(queue.clone(), server.queue_timeout, reporter.clone())?;
@@ -52,11 +62,6 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
             max_params_bytes: config.params.bytes,
             max_params: config.params.count,
         };
-        // SIGTERM (the daemon stops): the backlog's connections are served
-        // too. SIGQUIT (a reload retires this worker): the new workers take
-        // them. The halt flags are set at delivery; the channel wakes the
-        // accept loop and tells the connections.
-        let halt = Halt::on_signals(RETIRE, SHUT_DOWN)?;
         let (stop_tx, stop) = watch::channel(false);
         let mut term = signal(SignalKind::from_raw(SHUT_DOWN as i32))?;
         let mut quit = signal(SignalKind::from_raw(RETIRE as i32))?;

@@ -16,6 +16,7 @@ use std::sync::Arc;
 use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
 use wasmer_middlewares::metering::{self, MeteringPoints};
 
+use super::interrupt::{Armed, Interrupt};
 use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
 pub use snapshot::{Probe, Scalar, Snapshot, Touched};
@@ -29,7 +30,8 @@ pub enum Outcome {
     Exit(u32),
     /// The guest trapped, or could not be instantiated; the message says why.
     Trap(String),
-    /// Its [`Stdio`] stopped it (see [`Stdio::sleep`]).
+    /// It was stopped: by its [`Stdio`] (see [`Stdio::sleep`]), or by the
+    /// [`Interrupt`] it was given.
     Stopped,
     /// It spent all its fuel (see [`Program::with_fuel`]).
     OutOfFuel,
@@ -175,12 +177,22 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
                 .into()
         })
         .collect();
-    let instantiated = memory::with_image(program.image.as_ref(), program.memory_limit, || {
+    let (instantiated, memory_definition) = memory::with_image(program.image.as_ref(), program.memory_limit, || {
         Instance::new_by_index(store, &program.module, &externs).map_err(|e| e.to_string())
     });
     let instance = match instantiated {
         Ok(instance) => instance,
         Err(e) => return Outcome::Trap(format!("instantiation failed: {e}")),
+    };
+    // Dropped before this function returns, so before `store` and the
+    // instance it holds.
+    let armed = match (program.interrupt, memory_definition) {
+        #[allow(unsafe_code)]
+        // SAFETY: the definition is that of the memory `instance` just
+        // created, an instance of the module the layout was taken from,
+        // and `store` keeps it alive for longer than `armed` lives.
+        (Some(layout), Some(memory)) => Some(unsafe { Armed::new(memory, layout) }),
+        _ => None,
     };
     if let Some(fuel) = program.fuel {
         metering::set_remaining_points(store, &instance, fuel);
@@ -194,7 +206,8 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
     let state = host.as_mut(store);
     state.memory = Some(memory.clone());
     if let Some(io) = state.io.as_mut() {
-        io.instantiated();
+        let none = Interrupt::default();
+        io.instantiated(armed.as_ref().map_or(&none, Armed::interrupt));
     }
     let ended = start.call(store);
     let memory_bytes = memory.view(store).data_size();
@@ -206,6 +219,7 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         Err(e) => match e.downcast::<ExitCode>() {
             Ok(ExitCode(code)) => Outcome::Exit(code),
             Err(e) if e.downcast_ref::<Stopped>().is_some() => Outcome::Stopped,
+            Err(_) if armed.as_ref().is_some_and(|a| a.interrupt().fired()) => Outcome::Stopped,
             Err(_)
                 if program.fuel.is_some()
                     && metering::get_remaining_points(store, &instance) == MeteringPoints::Exhausted =>
