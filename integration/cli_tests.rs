@@ -41,6 +41,7 @@ tests! {
     Alone abort_request_stops_a_spinning_guest_within_50ms,
     Alone a_closed_connection_frees_a_spinning_guests_slot_within_50ms,
     Alone stray_user_signals_stop_nothing,
+    Alone serves_as_pid_1_of_a_pid_namespace,
     Alone access_log_has_a_json_line_per_request,
     Alone sighup_reloads_without_losing_a_request,
     Alone sighup_with_a_broken_config_keeps_the_old_one,
@@ -529,6 +530,92 @@ fn limits_bound_memory_body_and_output(dir: &Path) {
     );
     assert!(d.log().contains("max_output"), "log:\n{}", d.log());
     assert_hello(&socket, "after");
+}
+
+/// As a container's entrypoint, PID 1 of its own PID namespace (what
+/// `unshare --pid --fork` makes, as a container runtime does), the daemon
+/// serves, and SIGTERM, which a runtime sends to PID 1, stops it: exit 0,
+/// the socket removed.
+fn serves_as_pid_1_of_a_pid_namespace(dir: &Path) {
+    let (config, socket) = config(dir, "workers = 2", &["hello"]);
+    let log = dir.join("wcgid.log");
+    let mut unshare = daemon::wrapped(&["unshare", "--pid", "--fork", "--mount-proc"])
+        .arg("serve")
+        .arg("-c")
+        .arg(&config)
+        .stderr(std::fs::File::create(&log).unwrap())
+        .spawn()
+        .expect("run unshare (util-linux)");
+    crate::support::track(unshare.id() as i32);
+    let served = poll(Duration::from_secs(60), || {
+        if let Some(status) = unshare.try_wait().unwrap() {
+            return Some(Err(status));
+        }
+        std::os::unix::net::UnixStream::connect(&socket).ok().map(|_| Ok(()))
+    });
+    let log_text = || std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(matches!(served, Some(Ok(()))), "{served:?}; log:\n{}", log_text());
+    assert_hello(&socket, "pid1");
+    // The process unshare started, seen from here; PID 1 in its namespace.
+    let children = std::fs::read_to_string(format!("/proc/{0}/task/{0}/children", unshare.id())).unwrap();
+    let init: i32 = children
+        .split_whitespace()
+        .next()
+        .expect("unshare's child")
+        .parse()
+        .unwrap();
+    let mut namespace = Namespace(init);
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).expect("NSpid");
+    assert!(nspid.ends_with("\t1"), "not PID 1 in its namespace: {nspid}");
+    // An orphan in the namespace (a shell's background child, the shell
+    // gone) is PID 1's to reap; unreaped it would stay a zombie.
+    let orphaned = std::process::Command::new("nsenter")
+        .args([
+            "--target",
+            &init.to_string(),
+            "--pid",
+            "--",
+            "sh",
+            "-c",
+            "sleep 0.5 & exit 0",
+        ])
+        .status()
+        .expect("run nsenter (util-linux)");
+    assert!(orphaned.success());
+    let children = |pid: i32| std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children")).unwrap_or_default();
+    let adopted = poll(Duration::from_secs(2), || {
+        children(init).split_whitespace().find_map(|child| {
+            let comm = std::fs::read_to_string(format!("/proc/{child}/comm")).ok()?;
+            (comm.trim() == "sleep").then(|| child.to_owned())
+        })
+    });
+    let orphan = adopted.unwrap_or_else(|| panic!("no orphan adopted by PID 1: children {}", children(init)));
+    let reaped = poll(Duration::from_secs(3), || {
+        (!Path::new(&format!("/proc/{orphan}")).exists()).then_some(())
+    });
+    assert!(reaped.is_some(), "the orphan {orphan} was not reaped");
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(init), Signal::SIGTERM).unwrap();
+    let exited = poll(Duration::from_secs(15), || unshare.try_wait().unwrap());
+    crate::support::untrack(unshare.id() as i32);
+    if exited.is_some() {
+        namespace.0 = 0;
+    }
+    assert_eq!(exited.and_then(|s| s.code()), Some(0), "log:\n{}", log_text());
+    assert!(!socket.exists(), "socket left behind");
+    assert!(log_text().contains("stopped"), "log:\n{}", log_text());
+}
+
+/// A PID namespace, by the pid of its init (0: gone): killed with it if a
+/// test ends early, so that nothing of it outlives the test.
+struct Namespace(i32);
+
+impl Drop for Namespace {
+    fn drop(&mut self) {
+        if self.0 > 0 {
+            let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(self.0), Signal::SIGKILL);
+        }
+    }
 }
 
 /// A guest sleeping past its timeout is stopped at once: 504, appStatus 124.

@@ -132,7 +132,7 @@ fn status_pages_are_served_through_nginx(f: &Fixture) {
     let json: Value = serde_json::from_slice(&f.get("/wcgid/status?json").body).expect("JSON status");
     assert_eq!(json["workers"].as_array().map(Vec::len), Some(4), "{json:#}");
     let page = f.get("/wcgid/status").text();
-    assert!(page.contains("workers:     4 ("), "{page}");
+    assert!(page.contains("workers:      4 ("), "{page}");
     assert_eq!(f.request("POST", "/wcgid/status", &[], b"x").status, 405);
     // Raw: HEAD has the head alone; an unknown page is 404.
     let head = fcgi::Conn::connect(&f.admin).exchange(1, 0, &Params::cgi("HEAD", "/status", ""), b"");
@@ -190,7 +190,7 @@ fn status_counts_requests_by_app_and_outcome(dir: &Path) {
         assert!(metrics.lines().any(|l| l == line), "{line} missing:\n{metrics}");
     }
     let page = status_cli(dir, &s.config, &[]);
-    assert!(page.contains("requests:    8\n"), "{page}");
+    assert!(page.contains("requests:     8\n"), "{page}");
     assert!(page.lines().any(|l| l.starts_with("hello ")), "{page}");
     assert_eq!(status_cli(dir, &s.config, &["--ping"]), "pong\n");
 }

@@ -25,6 +25,14 @@ pub fn command() -> Command {
     cmd
 }
 
+/// [`command`] run by `wrapper` (a program and its arguments, the wcgid
+/// binary appended to them).
+pub fn wrapped(wrapper: &[&str]) -> Command {
+    let mut cmd = clean(Command::new(wrapper[0]));
+    cmd.args(&wrapper[1..]).arg(binary()).stdin(Stdio::null());
+    cmd
+}
+
 /// `cmd` without the caller's `WCGID_*` variables, with log level info.
 fn clean(mut cmd: Command) -> Command {
     for (name, _) in std::env::vars_os() {

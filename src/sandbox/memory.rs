@@ -17,10 +17,15 @@
 //! about 6 ms per request for a 16 MiB pre-initialized heap. A module with a
 //! large memory image instead gets an [`Image`]: its initial bytes in a sealed
 //! memfd, mapped `MAP_PRIVATE` at the start of the reservation. An instance
-//! reads the image's pages in place and copies only those it writes; the
-//! reset discards the copies with `MADV_DONTNEED`, so the next instance sees
-//! the image again. Restoring costs what the guest touches, not the image's
-//! size.
+//! reads the image's pages in place and copies only those it writes.
+//! Where the kernel tracks written pages (see [`super::written`]), the reset
+//! puts the image's bytes back into the pages written and nothing else, so
+//! the pages an instance only read stay mapped for the next one: a request
+//! pays for the pages it writes, not for those it reads (a page fault costs
+//! microseconds, and an interpreter's heap is many pages walked per
+//! request). Elsewhere the reset discards every copy with `MADV_DONTNEED`,
+//! and the next instance faults in again whatever it reads. Either way
+//! restoring costs what the guest touches, not the image's size.
 //!
 //! # Isolation
 //! Compiled code uses Wasmer's static memory style: no bounds checks, an
@@ -29,7 +34,9 @@
 //! kept here:
 //! - the pages readable and writable are exactly `[0, current length)`;
 //! - after a reset, `[0, image length)` reads as the image attached to the
-//!   reservation (none: zero), and every other page reads as zero;
+//!   reservation (none: zero), and every other page reads as zero; a
+//!   tracked image is write-protected again wherever it was written, so the
+//!   next reset sees every page the next guest writes;
 //! - a reservation is reset before it is reused, and one that cannot be reset
 //!   is unmapped instead;
 //! - an image is sealed against writes, shrinking and growing before it is
@@ -43,6 +50,7 @@
 use std::cell::RefCell;
 use std::io::{self, Write};
 use std::num::NonZeroUsize;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
@@ -55,6 +63,8 @@ use wasmer::sys::vm::{TableStyle, VMTableDefinition};
 use wasmer::sys::{BaseTunables, Tunables};
 use wasmer::{MemoryType, Pages, TableType};
 
+use super::written::Tracker;
+
 /// Bytes reserved per memory: the wasm32 address space and Wasmer's offset
 /// guard behind it (what its static memory style assumes).
 const RESERVED: usize =
@@ -66,7 +76,7 @@ const ZERO_IN_PLACE: usize = 1 << 20;
 /// would do, but a module with several must not thrash.
 const KEPT_PER_THREAD: usize = 4;
 
-fn page_size() -> usize {
+pub(super) fn page_size() -> usize {
     static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
     *PAGE.get_or_init(|| {
         nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
@@ -93,11 +103,15 @@ pub struct Image {
     fd: OwnedFd,
     /// Bytes mapped: the contents rounded up to whole OS pages.
     len: usize,
+    /// Reset by restoring the pages written, where the kernel tracks them.
+    track: bool,
 }
 
 impl Image {
-    /// Seals `bytes` (zero-padded to a page multiple) into a memfd.
-    pub fn new(bytes: &[u8]) -> io::Result<Arc<Image>> {
+    /// Seals `bytes` (zero-padded to a page multiple) into a memfd; its
+    /// resets restore only the pages written if `track` and the kernel can
+    /// (see [`Tracker`]).
+    pub fn new(bytes: &[u8], track: bool) -> io::Result<Arc<Image>> {
         let len = bytes.len().div_ceil(page_size()) * page_size();
         if len == 0 {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "an empty memory image"));
@@ -109,7 +123,7 @@ impl Image {
         let fd = OwnedFd::from(file);
         let seals = SealFlag::F_SEAL_WRITE | SealFlag::F_SEAL_SHRINK | SealFlag::F_SEAL_GROW | SealFlag::F_SEAL_SEAL;
         fcntl(&fd, FcntlArg::F_ADD_SEALS(seals))?;
-        Ok(Arc::new(Image { fd, len }))
+        Ok(Arc::new(Image { fd, len, track }))
     }
 }
 
@@ -212,6 +226,10 @@ struct Reservation {
     image: Option<Arc<Image>>,
     /// mincore's answer for the accessible pages, kept to reuse its buffer.
     resident: Vec<u8>,
+    /// The image's pages written since the last reset are known (see
+    /// [`Tracker`]), and the buffer for their ranges.
+    tracked: bool,
+    written: Vec<Range<usize>>,
 }
 
 impl Reservation {
@@ -257,6 +275,8 @@ impl Reservation {
             accessible: 0,
             image: None,
             resident: Vec::new(),
+            tracked: false,
+            written: Vec::new(),
         })
     }
 
@@ -277,7 +297,7 @@ impl Reservation {
                 )
             }?;
         }
-        (self.image, self.accessible) = (None, 0);
+        (self.image, self.accessible, self.tracked) = (None, 0, false);
         if let Some(image) = image {
             // SAFETY: MAP_FIXED over the start of our own reservation, which
             // is larger than any image (at most 4 GiB); the memfd is sealed,
@@ -293,6 +313,10 @@ impl Reservation {
                 )
             }?;
             (self.image, self.accessible) = (Some(image.clone()), image.len);
+            if let Some(tracker) = Tracker::get().filter(|_| image.track) {
+                tracker.track(self.base, image.len)?;
+                self.tracked = true;
+            }
         }
         Ok(())
     }
@@ -326,7 +350,9 @@ impl Reservation {
     /// discarded with MADV_DONTNEED.
     fn reset(&mut self) -> io::Result<()> {
         let image_len = self.image.as_ref().map_or(0, |i| i.len).min(self.accessible);
-        if image_len > 0 {
+        if image_len > 0 && self.tracked {
+            self.restore_written(image_len)?;
+        } else if image_len > 0 {
             // SAFETY: the range is inside our reservation and no guest runs
             // on it any more (the memory is being dropped); on a private file
             // mapping MADV_DONTNEED drops the written copies, and the pages
@@ -361,6 +387,32 @@ impl Reservation {
             // them now.
             unsafe { std::ptr::write_bytes(self.at(image_len + i * page).as_ptr().cast::<u8>(), 0, run * page) };
             i += run;
+        }
+        Ok(())
+    }
+
+    /// Puts the image's bytes back into the pages of `[0, image_len)` the
+    /// guest wrote, and protects them again; the pages it only read stay
+    /// as they are, mapped.
+    fn restore_written(&mut self, image_len: usize) -> io::Result<()> {
+        let tracker = Tracker::get().expect("tracked with it");
+        let image = self.image.as_ref().expect("an image is shown");
+        tracker.written(self.base, image_len, &mut self.written)?;
+        for range in &self.written {
+            // SAFETY: the range lies inside the accessible (read-write) image
+            // mapping of our reservation, and no guest runs on it any more.
+            let pages =
+                unsafe { std::slice::from_raw_parts_mut(self.at(range.start).as_ptr().cast::<u8>(), range.len()) };
+            let mut done = 0;
+            while done < pages.len() {
+                match nix::sys::uio::pread(&image.fd, &mut pages[done..], (range.start + done) as i64) {
+                    Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+                    Ok(n) => done += n,
+                    Err(nix::errno::Errno::EINTR) => {}
+                    Err(e) => return Err(e.into()),
+                }
+            }
+            tracker.protect(self.base, range.clone())?;
         }
         Ok(())
     }
@@ -685,7 +737,118 @@ mod tests {
         let mut want = image_bytes.clone();
         want.resize(5 * 65536, 0);
         let module = Module::new(&engine(), &prepared.module).unwrap();
-        (module, Image::new(&image_bytes).unwrap(), want)
+        (module, Image::new(&image_bytes, true).unwrap(), want)
+    }
+
+    /// A module of 64 pages (up to 128) whose image spans 3 MiB: 2 KiB of
+    /// data at the start of every 64 KiB, zeros between. Returns it with
+    /// its image's bytes and the memory an instance must start with.
+    fn sparse_imaged() -> (Module, Vec<u8>, Vec<u8>) {
+        let mut segments = String::new();
+        for at in (0..3 << 20).step_by(65536) {
+            let data: String = (0..2048u32).map(|i| format!("\\{:02x}", (i + at) as u8 | 1)).collect();
+            segments.push_str(&format!("(data (i32.const {at}) \"{data}\") "));
+        }
+        let wat = PROBE.replace("1 10", "64 128").replace(
+            "(func (export \"store\")",
+            &format!("{segments}(func (export \"store\")"),
+        );
+        let prepared = crate::sandbox::image::prepare(&wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        let image_bytes = prepared.image.expect("large enough for an image");
+        let mut want = image_bytes.clone();
+        want.resize(64 * 65536, 0);
+        let module = Module::new(&engine(), &prepared.module).unwrap();
+        (module, image_bytes, want)
+    }
+
+    /// Isolation of the resets, tracked (where the kernel can) and not: a
+    /// secret written in image pages, in an image page an earlier instance
+    /// only read (so mapped for this one), across a 2 MiB (huge page)
+    /// boundary, in the zero part of the memory and in memory grown, is
+    /// never seen by the next instance, which sees the image and zeros.
+    #[test]
+    fn no_secret_survives_a_reset_tracked_or_not() {
+        const SECRET: i32 = 0x5ec2e7;
+        let (module, bytes, want) = sparse_imaged();
+        for untracked in [false, true] {
+            let image = Image::new(&bytes, !untracked).unwrap();
+            FREE.with_borrow_mut(Vec::clear);
+            // Reads a page: mapped from here on if resets are tracked.
+            let mut reader = Probe::with_image(&module, Some(&image));
+            assert_eq!(
+                reader.load(5 * 65536).unwrap(),
+                i32::from_le_bytes(want[5 * 65536..][..4].try_into().unwrap())
+            );
+            drop(reader);
+            // Twice: the pages a reset restored must be seen written again.
+            for round in 0..2 {
+                let mut writer = Probe::with_image(&module, Some(&image));
+                for addr in [5 * 65536, 70_000, (2 << 20) - 2, (3 << 20) + 8, (4 << 20) - 4] {
+                    writer.store(addr, SECRET).unwrap();
+                }
+                assert_eq!(writer.grow(8), 64);
+                writer.store((70 << 16) - 4, SECRET).unwrap();
+                drop(writer);
+                let mut next = Probe::with_image(&module, Some(&image));
+                assert!(
+                    next.memory() == want,
+                    "untracked {untracked}, round {round}: the memory differs from the image"
+                );
+                assert_eq!(next.grow(8), 64);
+                assert_eq!(
+                    next.load((70 << 16) - 4).unwrap(),
+                    0,
+                    "untracked {untracked}: grown memory"
+                );
+            }
+        }
+    }
+
+    /// With tracking, the pages an instance only read are still mapped for
+    /// the next one (no fault to read them again), and the ones it wrote
+    /// are mapped again, restored.
+    #[test]
+    fn read_pages_stay_mapped_across_a_tracked_reset() {
+        assert!(
+            Tracker::get().is_some(),
+            "this kernel (Linux >= 6.7 with userfaultfd) should track written pages"
+        );
+        let (module, bytes, want) = sparse_imaged();
+        let image = Image::new(&bytes, true).unwrap();
+        FREE.with_borrow_mut(Vec::clear);
+        let mut first = Probe::with_image(&module, Some(&image));
+        for page in 0..48u32 {
+            first.load(page * 65536).unwrap();
+        }
+        first.store(7 * 65536, 1).unwrap();
+        let base = first
+            .instance
+            .exports
+            .get_memory("memory")
+            .unwrap()
+            .view(&first.store)
+            .data_ptr();
+        drop(first);
+        let mut resident = vec![0u8; 48 * 16];
+        // SAFETY: the reservation is mapped (kept in this thread's pool),
+        // and mincore only reads the page tables.
+        let rc = unsafe { nix::libc::mincore(base.cast(), 48 * 65536, resident.as_mut_ptr()) };
+        assert_eq!(rc, 0);
+        for page in 0..48 {
+            assert!(
+                resident[page * 16] & 1 != 0,
+                "page {page} of 64 KiB was dropped by the reset"
+            );
+        }
+        // The page written is protected again: the next write is seen.
+        let mut written = Vec::new();
+        let tracker = Tracker::get().unwrap();
+        tracker
+            .written(NonNull::new(base).unwrap(), image.len, &mut written)
+            .unwrap();
+        assert!(written.is_empty(), "pages left unprotected by the reset: {written:?}");
+        let next = Probe::with_image(&module, Some(&image));
+        assert!(next.memory() == want);
     }
 
     #[test]

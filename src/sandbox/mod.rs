@@ -19,11 +19,18 @@ mod image;
 mod interrupt;
 mod memory;
 mod wasi;
+mod written;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 pub use interrupt::Interrupt;
+
+/// How this process resets guest memories between requests (see
+/// `memory`), for the status page.
+pub fn memory_reset_method() -> &'static str {
+    written::Tracker::method()
+}
 pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
 
 /// A compiled, linked-checked guest, shared by all of its requests.
@@ -132,6 +139,9 @@ pub struct Engine {
     cache: Option<Arc<cache::Cache>>,
     /// Whether guests are compiled with the interrupt check.
     interruptible: bool,
+    /// Whether memory images are reset by restoring the pages written,
+    /// where the kernel can track them.
+    track_writes: bool,
 }
 
 impl Default for Engine {
@@ -140,6 +150,7 @@ impl Default for Engine {
             engine: engine_with(wasmer::sys::Cranelift::default()),
             cache: None,
             interruptible: true,
+            track_writes: true,
         }
     }
 }
@@ -195,6 +206,14 @@ impl Engine {
         self
     }
 
+    /// Resets memory images by discarding them whole, as where the kernel
+    /// cannot track written pages: the next request faults in again every
+    /// page it reads. For measuring the difference.
+    pub fn without_write_tracking(mut self) -> Engine {
+        self.track_writes = false;
+        self
+    }
+
     /// Keeps compiled modules in `dir` (see `cache`).
     pub fn with_cache(mut self, dir: &Path) -> Result<Engine, Error> {
         let cache = cache::Cache::open(dir, &self.engine).map_err(|source| Error::Cache {
@@ -232,7 +251,7 @@ impl Engine {
         };
         let (engine, module, image) = self.compile(path, &bytes, checks)?;
         let image = image
-            .map(|bytes| memory::Image::new(&bytes))
+            .map(|bytes| memory::Image::new(&bytes, self.track_writes))
             .transpose()
             .map_err(|source| Error::Image {
                 path: path.into(),

@@ -109,6 +109,7 @@ impl Board {
         let apps = total.apps.values();
         View {
             version: env!("CARGO_PKG_VERSION"),
+            memory_reset: crate::sandbox::memory_reset_method(),
             listen: self.listen.clone(),
             started: secs_since_epoch(self.started),
             uptime_seconds: self.started.elapsed().map_or(0, |d| d.as_secs()),
@@ -139,6 +140,8 @@ fn secs_since_epoch(t: SystemTime) -> u64 {
 #[derive(Debug, Serialize)]
 pub struct View {
     pub version: &'static str,
+    /// How guest memories are reset between requests on this kernel.
+    pub memory_reset: &'static str,
     pub listen: String,
     /// Seconds since the Unix epoch.
     pub started: u64,

@@ -12,7 +12,7 @@ pub fn text(view: &View) -> String {
     let mut out = String::new();
     let started = humantime::format_rfc3339_seconds(UNIX_EPOCH + Duration::from_secs(view.started));
     let idle = view.workers.len() - view.busy_workers;
-    let lines: [(&str, String); 14] = [
+    let lines: [(&str, String); 15] = [
         ("version", view.version.into()),
         ("listen", view.listen.clone()),
         ("started", started.to_string()),
@@ -35,9 +35,10 @@ pub fn text(view: &View) -> String {
         ("handed over", view.handed_over.to_string()),
         ("timeouts", view.timeouts.to_string()),
         ("traps", view.traps.to_string()),
+        ("memory reset", view.memory_reset.into()),
     ];
     for (name, value) in lines {
-        let _ = writeln!(out, "{:<13}{value}", format!("{name}:"));
+        let _ = writeln!(out, "{:<14}{value}", format!("{name}:"));
     }
     let _ = writeln!(
         out,
@@ -110,8 +111,16 @@ fn mean(h: &Histogram) -> String {
 
 pub fn prometheus(view: &View) -> String {
     let mut out = Metrics(String::new());
-    out.family("wcgid_info", "gauge", "wcgid's version.");
-    out.sample("wcgid_info", &[("version", view.version)], 1);
+    out.family(
+        "wcgid_info",
+        "gauge",
+        "wcgid's version, and how it resets guest memories on this kernel.",
+    );
+    out.sample(
+        "wcgid_info",
+        &[("version", view.version), ("memory_reset", view.memory_reset)],
+        1,
+    );
     out.scalar(
         "wcgid_start_time_seconds",
         "gauge",
@@ -358,8 +367,8 @@ mod tests {
     #[test]
     fn text_page() {
         let page = text(&view());
-        assert!(page.contains("requests:    2\n"), "{page}");
-        assert!(page.contains("traps:       1\n"), "{page}");
+        assert!(page.contains("requests:     2\n"), "{page}");
+        assert!(page.contains("traps:        1\n"), "{page}");
         assert!(
             page.lines().any(|l| l.starts_with("he\"llo") && l.contains(" 2.0")),
             "{page}"
