@@ -2,35 +2,36 @@
 //! another thread, within microseconds.
 //!
 //! Every guest is compiled with an interrupt check, the way Wasmtime's epoch
-//! interruption works: [`Check`], a Wasmer module middleware, gives the
-//! module two more mutable globals, the flag (exported as [`EXPORT`] so that
-//! it can be found; the guest's own code never names either), and puts a
-//! check at the entry of every function and the head of every loop, so that
-//! no guest runs long without passing one:
+//! interruption works: [`Check`], a Wasmer module middleware, puts
+//! `global.get $flag; if; unreachable; end` at the entry of every function
+//! and the head of every loop, so that no guest runs long without passing
+//! one. A watcher sets the flags through an [`Interrupt`]; the guest traps
+//! at its next check, and [`Interrupt::fired`] tells that trap from the
+//! guest's own.
 //!
-//! ```text
-//! global.get $flag  global.set $seen  global.get $seen  if  unreachable  end
-//! ```
-//!
-//! The store to `$seen` is what makes the check work: Cranelift's alias
-//! analysis puts all globals in one region, and would otherwise reuse the
-//! flag's value loaded before a loop that stores to no global for every
-//! turn of it (measured: a spinning guest never stopped). The store makes
-//! each check's load a new one, and the load after it is forwarded from the
-//! store, so a check costs a load, a store and a branch. A watcher sets the flag through an [`Interrupt`]; the guest traps at
-//! its next check, and [`Interrupt::fired`] tells that trap from the guest's
-//! own. A load and a well-predicted branch cost a fraction of what fuel
-//! metering's count costs (see docs/performance.md).
+//! A check costs a load and a well-predicted branch, which run beside the
+//! guest's own work: no store, so that even a one-cycle loop barely slows
+//! (see docs/performance.md). The flags are mutable globals the module
+//! gains (exported as [`EXPORT`] and [`EXPORT_LAST`] so that they can be
+//! found; the guest's own code never names them), one per check of the
+//! function with the most: within a function no two checks read the same
+//! flag. That is what makes the checks work. Cranelift's alias analysis
+//! puts every global in one region and replaces a load by an earlier one of
+//! the same address when no global was stored in between: a loop that
+//! stores to no global would otherwise reuse the flag its function's entry
+//! loaded, for every turn, and never stop (measured). A store to another
+//! global in every check would prevent it too, but doubles the time of a
+//! tight loop.
 //!
 //! # Why by hand
 //! Wasmer 7.4 offers no epochs, and its `experimental-host-interrupt`
 //! stops a guest with a signal that takes the process down when a stray
 //! one arrives. A global's storage is reachable from the host only through
-//! its store, which the running guest holds, so the flag is found the way
-//! compiled code finds it: module-defined globals live inline in the
+//! its store, which the running guest holds, so the flags are found the way
+//! compiled code finds them: module-defined globals live inline in the
 //! instance's `VMContext` at offsets that Wasmer's public `VMOffsets` gives,
 //! and the memory's definition, whose address our tunables receive, lives
-//! there too. The `unsafe` of this module is that arithmetic and the store
+//! there too. The `unsafe` of this module is that arithmetic and the stores
 //! through the pointer, guarded so that the pointer is never used once the
 //! instance may be gone.
 
@@ -45,36 +46,68 @@ use wasmer::wasmparser::{BlockType, Operator};
 use wasmer::{ExportIndex, GlobalInit, GlobalType, LocalFunctionIndex, ModuleInfo, Mutability, Type};
 use wasmer_types::{GlobalIndex, LocalMemoryIndex};
 
-/// The export naming the flag. Not a valid identifier in any source
-/// language, so no guest export collides with it.
+/// The exports naming the first and the last flag. Not valid identifiers
+/// in any source language, so no guest export collides with them.
 pub const EXPORT: &str = "wcgid:interrupt";
+pub const EXPORT_LAST: &str = "wcgid:interrupt-last";
 
-/// The middleware that compiles the check in. One serves one module (it
-/// keeps the flag's index between the module's and its functions' passes).
-#[derive(Debug, Default)]
+/// The middleware that compiles the checks in. One serves one module (it
+/// keeps the flags' first index between the module's and its functions'
+/// passes).
+#[derive(Debug)]
 pub struct Check {
-    /// The flag's and `$seen`'s global indices.
-    globals: Mutex<Option<(u32, u32)>>,
+    /// Checks in the function with the most: the flags to add.
+    flags: u32,
+    first: Mutex<Option<u32>>,
+}
+
+impl Check {
+    /// The middleware for the module `wasm`, whose functions it counts the
+    /// checks of.
+    pub fn for_module(wasm: &[u8]) -> Result<Check, String> {
+        let mut most = 1;
+        for payload in wasmparser::Parser::new(0).parse_all(wasm) {
+            if let wasmparser::Payload::CodeSectionEntry(body) = payload.map_err(|e| e.to_string())? {
+                let mut checks = 1;
+                let mut ops = body.get_operators_reader().map_err(|e| e.to_string())?;
+                while !ops.eof() {
+                    if matches!(
+                        ops.read().map_err(|e| e.to_string())?,
+                        wasmparser::Operator::Loop { .. }
+                    ) {
+                        checks += 1;
+                    }
+                }
+                most = most.max(checks);
+            }
+        }
+        Ok(Check {
+            flags: most,
+            first: Mutex::new(None),
+        })
+    }
 }
 
 impl ModuleMiddleware for Check {
     fn transform_module_info(&self, info: &mut ModuleInfo) -> Result<(), MiddlewareError> {
-        let mut add = || {
-            let global = info.globals.push(GlobalType::new(Type::I32, Mutability::Var));
+        let mut last = None;
+        for _ in 0..self.flags {
+            last = Some(info.globals.push(GlobalType::new(Type::I32, Mutability::Var)));
             info.global_initializers.push(GlobalInit::I32Const(0));
-            global
-        };
-        let (flag, seen) = (add(), add());
-        info.exports.insert(EXPORT.to_owned(), ExportIndex::Global(flag));
-        *lock(&self.globals) = Some((flag.as_u32(), seen.as_u32()));
+        }
+        let last = last.expect("one flag at least");
+        let first = GlobalIndex::from_u32(last.as_u32() + 1 - self.flags);
+        info.exports.insert(EXPORT.to_owned(), ExportIndex::Global(first));
+        info.exports.insert(EXPORT_LAST.to_owned(), ExportIndex::Global(last));
+        *lock(&self.first) = Some(first.as_u32());
         Ok(())
     }
 
     fn generate_function_middleware<'a>(&self, _: LocalFunctionIndex) -> Box<dyn FunctionMiddleware<'a> + 'a> {
-        let (flag, seen) = lock(&self.globals).expect("the module pass runs first");
+        let first = lock(&self.first).expect("the module pass runs first");
         Box::new(FunctionCheck {
-            flag,
-            seen,
+            next: first,
+            end: first + self.flags,
             entered: false,
         })
     }
@@ -82,22 +115,23 @@ impl ModuleMiddleware for Check {
 
 #[derive(Debug)]
 struct FunctionCheck {
-    flag: u32,
-    seen: u32,
+    /// The flag of the function's next check, and the end of the flags.
+    next: u32,
+    end: u32,
     entered: bool,
 }
 
 impl FunctionCheck {
-    fn check<'a>(&self, state: &mut MiddlewareReaderState<'a>) {
+    fn check<'a>(&mut self, state: &mut MiddlewareReaderState<'a>) -> Result<(), MiddlewareError> {
+        if self.next == self.end {
+            return Err(MiddlewareError::new(
+                "interrupt check",
+                "a function has more loops than counted",
+            ));
+        }
         state.extend([
             Operator::GlobalGet {
-                global_index: self.flag,
-            },
-            Operator::GlobalSet {
-                global_index: self.seen,
-            },
-            Operator::GlobalGet {
-                global_index: self.seen,
+                global_index: self.next,
             },
             Operator::If {
                 blockty: BlockType::Empty,
@@ -105,6 +139,8 @@ impl FunctionCheck {
             Operator::Unreachable,
             Operator::End,
         ]);
+        self.next += 1;
+        Ok(())
     }
 }
 
@@ -112,22 +148,25 @@ impl<'a> FunctionMiddleware<'a> for FunctionCheck {
     fn feed(&mut self, operator: Operator<'a>, state: &mut MiddlewareReaderState<'a>) -> Result<(), MiddlewareError> {
         if !self.entered {
             self.entered = true;
-            self.check(state);
+            self.check(state)?;
         }
         let head = matches!(operator, Operator::Loop { .. });
         state.push_operator(operator);
         if head {
-            self.check(state);
+            self.check(state)?;
         }
         Ok(())
     }
 }
 
-/// Where a module's flag lies in its instances' `VMContext`: this many
-/// bytes after the definition of its memory.
+/// Where a module's flags lie in its instances' `VMContext`: this many
+/// bytes after the definition of its memory, and how many there are.
 #[derive(Debug, Clone, Copy)]
 pub struct Layout {
     from_memory: isize,
+    flags: usize,
+    /// Bytes from one flag to the next.
+    stride: usize,
 }
 
 impl Layout {
@@ -135,18 +174,21 @@ impl Layout {
     /// its own; `None` for any other.
     pub fn of(module: &wasmer::Module) -> Option<Layout> {
         let info = module.info();
-        let ExportIndex::Global(flag) = *info.exports.get(EXPORT)? else {
-            return None;
+        let flag = |name| match info.exports.get(name)? {
+            ExportIndex::Global(global) => info.local_global_index(GlobalIndex::from_u32(global.as_u32())),
+            _ => None,
         };
-        let flag = info.local_global_index(GlobalIndex::from_u32(flag.as_u32()))?;
-        if info.memories.len() != 1 || info.num_imported_memories != 0 {
+        let (first, last) = (flag(EXPORT)?, flag(EXPORT_LAST)?);
+        if info.memories.len() != 1 || info.num_imported_memories != 0 || last < first {
             return None;
         }
         let offsets = VMOffsets::new(std::mem::size_of::<usize>() as u8, info);
         let memory = offsets.vmctx_vmmemory_definition(LocalMemoryIndex::from_u32(0));
-        let flag = offsets.vmctx_vmglobal_definition(flag);
+        let start = offsets.vmctx_vmglobal_definition(first);
         Some(Layout {
-            from_memory: flag as isize - memory as isize,
+            from_memory: start as isize - memory as isize,
+            flags: (last.as_u32() - first.as_u32() + 1) as usize,
+            stride: usize::from(offsets.size_of_vmglobal_local()),
         })
     }
 }
@@ -156,18 +198,33 @@ impl Layout {
 /// once the instance is gone.
 #[derive(Clone, Default)]
 pub struct Interrupt {
-    flag: Arc<Mutex<Option<Flag>>>,
+    flags: Arc<Mutex<Option<Flags>>>,
 }
 
-/// The flag of a live instance.
-struct Flag(std::ptr::NonNull<u32>);
+/// The flags of a live instance: the first, how many, and their stride.
+struct Flags {
+    first: std::ptr::NonNull<u8>,
+    count: usize,
+    stride: usize,
+}
 
 // SAFETY: the pointer is only dereferenced under the mutex, while the
 // instance it points into is alive (see `Armed`).
-unsafe impl Send for Flag {}
+unsafe impl Send for Flags {}
+
+impl Flags {
+    /// The `i`th flag, as compiled code reads it.
+    fn flag(&self, i: usize) -> &AtomicU32 {
+        // SAFETY: flag `i < count` is 4 aligned bytes inside the live
+        // instance's VMContext (the caller holds the lock that keeps
+        // `Armed` from dropping). Compiled code only loads the flags, so
+        // atomic access races with nothing that could tear.
+        unsafe { AtomicU32::from_ptr(self.first.as_ptr().add(i * self.stride).cast()) }
+    }
+}
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // An Option set or taken by one store: a panic cannot leave it torn.
+    // A value set or taken by one store: a panic cannot leave it torn.
     mutex.lock().unwrap_or_else(|p| p.into_inner())
 }
 
@@ -175,29 +232,25 @@ impl Interrupt {
     /// Makes the instance trap at its next check; returns whether there was
     /// one to interrupt.
     pub fn interrupt(&self) -> bool {
-        let flag = lock(&self.flag);
-        let Some(Flag(at)) = &*flag else {
+        let flags = lock(&self.flags);
+        let Some(flags) = &*flags else {
             return false;
         };
-        // SAFETY: `at` points to the flag's 4 aligned bytes inside the live
-        // instance's VMContext (the lock keeps `Armed` from dropping while
-        // we hold it). Compiled code only loads it, so an atomic store
-        // races with nothing that could tear.
-        unsafe { AtomicU32::from_ptr(at.as_ptr()) }.store(1, Ordering::Release);
+        for i in 0..flags.count {
+            flags.flag(i).store(1, Ordering::Release);
+        }
         true
     }
 
-    /// Whether the running instance's flag is set: a trap it raised is the
-    /// check's. Only on the thread running the instance.
+    /// Whether the running instance's flags are set: a trap it raised is
+    /// the check's. Only on the thread running the instance.
     pub fn fired(&self) -> bool {
-        let flag = lock(&self.flag);
-        // SAFETY: as in `interrupt`.
-        flag.as_ref()
-            .is_some_and(|Flag(at)| unsafe { AtomicU32::from_ptr(at.as_ptr()) }.load(Ordering::Acquire) != 0)
+        let flags = lock(&self.flags);
+        flags.as_ref().is_some_and(|f| f.flag(0).load(Ordering::Acquire) != 0)
     }
 }
 
-/// The flag of an instance as long as it lives: dropped before the
+/// The flags of an instance as long as it lives: dropped before the
 /// instance (declared after its store), it disarms the [`Interrupt`].
 pub struct Armed(Interrupt);
 
@@ -212,9 +265,13 @@ impl Armed {
     pub unsafe fn new(memory: std::ptr::NonNull<VMMemoryDefinition>, layout: Layout) -> Armed {
         // SAFETY: both lie inside the same VMContext allocation, the offset
         // taken from the VMOffsets that laid it out (caller's contract).
-        let flag = unsafe { memory.cast::<u8>().offset(layout.from_memory) }.cast::<u32>();
+        let first = unsafe { memory.cast::<u8>().offset(layout.from_memory) };
         let interrupt = Interrupt::default();
-        *lock(&interrupt.flag) = Some(Flag(flag));
+        *lock(&interrupt.flags) = Some(Flags {
+            first,
+            count: layout.flags,
+            stride: layout.stride,
+        });
         Armed(interrupt)
     }
 
@@ -225,7 +282,7 @@ impl Armed {
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        lock(&self.0.flag).take();
+        lock(&self.0.flags).take();
     }
 }
 
@@ -239,11 +296,16 @@ mod tests {
             interrupt: true,
             fuel: false,
         };
-        // A loop that stores to memory only, as compiled code spins.
+        // Nested loops storing to memory only, as compiled code spins: a
+        // check whose load Cranelift could share with an earlier one would
+        // never see the flag.
         let wat = r#"(module (memory (export "memory") 1)
-            (func (export "spin") (loop (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1))) (br 0))))"#;
+            (func (export "spin") (loop (loop (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1))) (br 0)))))"#;
         // The engine that compiled the module holds its code.
-        let engine = checks.compiler().unwrap();
+        let engine = checks
+            .compiler(&wasmer::wat2wasm(wat.as_bytes()).unwrap())
+            .unwrap()
+            .unwrap();
         let module = wasmer::Module::new(&engine, wat).unwrap();
         let layout = Layout::of(&module).expect("compiled with the check");
         let mut store = wasmer::Store::new(engine);
@@ -253,7 +315,7 @@ mod tests {
         let instance = instance.unwrap();
         // SAFETY: the memory of `instance`, which outlives `armed`.
         let armed = unsafe { Armed::new(memory.unwrap(), layout) };
-        let global = instance.exports.get_global(EXPORT).unwrap();
+        let global = instance.exports.get_global(EXPORT_LAST).unwrap();
         assert_eq!(global.get(&mut store), wasmer::Value::I32(0));
         let interrupt = armed.interrupt().clone();
         let spin = instance.exports.get_typed_function::<(), ()>(&store, "spin").unwrap();

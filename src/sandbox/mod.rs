@@ -173,17 +173,18 @@ pub(crate) struct Checks {
 }
 
 impl Checks {
-    /// A compiler that adds these checks to the one module it compiles (a
-    /// middleware serves one module); `None` when there are none. Its code
+    /// A compiler that adds these checks to `wasm`, the one module it
+    /// compiles (a middleware serves one module); `None` when there are
+    /// none. Its code
     /// runs in any of our engines: the tunables are the same.
-    fn compiler(self) -> Option<wasmer::Engine> {
+    fn compiler(self, wasm: &[u8]) -> Result<Option<wasmer::Engine>, String> {
         use wasmer::sys::CompilerConfig;
         if !self.interrupt && !self.fuel {
-            return None;
+            return Ok(None);
         }
         let mut compiler = wasmer::sys::Cranelift::default();
         if self.interrupt {
-            compiler.push_middleware(Arc::new(interrupt::Check::default()));
+            compiler.push_middleware(Arc::new(interrupt::Check::for_module(wasm)?));
         }
         if self.fuel {
             // No fuel until a run is given some: an instance never runs
@@ -193,7 +194,7 @@ impl Checks {
                 |_: &wasmer::wasmparser::Operator| 1,
             )));
         }
-        Some(engine_with(compiler))
+        Ok(Some(engine_with(compiler)))
     }
 }
 
@@ -311,7 +312,10 @@ impl Engine {
         }
         let started = std::time::Instant::now();
         let prepared = image::prepare(wasm).map_err(|why| Error::Invalid { path: path.into(), why })?;
-        let compiler = checks.compiler().unwrap_or_else(|| self.engine.clone());
+        let compiler = checks
+            .compiler(&prepared.module)
+            .map_err(|why| Error::Invalid { path: path.into(), why })?
+            .unwrap_or_else(|| self.engine.clone());
         let module = wasmer::Module::new(&compiler, &prepared.module).map_err(|source| Error::Compile {
             path: path.into(),
             source,
