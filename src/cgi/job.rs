@@ -379,9 +379,11 @@ impl Stdio for Exchange {
         self.run.sleep(wait)
     }
 
-    fn instantiated(&mut self, interrupt: &Interrupt) {
+    fn instantiated(&mut self, interrupt: Option<&Interrupt>) {
         self.restore = Some(self.began.elapsed());
-        self.run.interruptible(interrupt);
+        if let Some(interrupt) = interrupt {
+            self.run.interruptible(interrupt);
+        }
     }
 
     fn ended(&mut self, memory: u64) {

@@ -8,11 +8,19 @@
 //! if it cannot be and waits too long (see [`Queue`]).
 //!
 //! The guest runs on the serving thread, which reads nothing meanwhile. A
-//! request pays an uncontended lock and one `timerfd_settime(2)` for the
-//! watchdog: the timer wakes it only for a run still going [`WATCH_AFTER`]
-//! after it began, so short runs are never looked at. A followed run is
-//! watched in poll(2), on its connection, the worker's idle connections and
-//! the clock, so a stop happens within milliseconds of its cause.
+//! request pays an uncontended lock for the watchdog, and no system call:
+//! the watchdog sleeps on a timer that the serving thread arms only when
+//! it is not armed already (the first run after a pause), and that the
+//! watchdog itself re-arms while runs follow each other. (Arming a timer
+//! per request was measured at about a third of a hello request's time on
+//! this VM kind: reprogramming the CPU's timer exits to the hypervisor.)
+//! A run still going [`WATCH_AFTER`] after it began is followed, in poll(2)
+//! on its connection, the worker's idle connections and the clock, so a
+//! stop happens within milliseconds of its cause. While runs are all short
+//! the watchdog looks less and less often, down to every [`WATCH_AT_MOST`]:
+//! each look wakes a thread, which cost 5 % of a hello request when it
+//! happened every 2 ms; the first long run after a spell of short ones may
+//! so be followed up to that late.
 //!
 //! A stop sets the guest's interrupt flag (see `sandbox::interrupt`): the
 //! guest traps at its next function entry or loop head, and a host call it
@@ -25,7 +33,7 @@
 
 use std::io;
 use std::os::fd::AsFd;
-use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, Instant};
 
@@ -46,6 +54,8 @@ use super::response::error_page;
 /// meanwhile on another of the worker's connections waits this long at
 /// most before it is handed to an idle worker.
 pub const WATCH_AFTER: Duration = Duration::from_millis(2);
+/// How long a run may go unseen at most, while only short runs went before.
+pub const WATCH_AT_MOST: Duration = Duration::from_millis(10);
 /// How often a followed run's waiting requests are timed for shedding.
 pub const TICK: Duration = Duration::from_millis(100);
 /// How long after its stop a guest that does not stop may run before its
@@ -88,8 +98,10 @@ struct Shared {
 }
 
 struct Fds {
-    /// Fires [`WATCH_AFTER`] after the latest run began.
+    /// Fires when the run in progress may have lasted [`WATCH_AFTER`].
     timer: TimerFd,
+    /// The timer is armed (or about to be): the serving thread leaves it.
+    armed: AtomicBool,
     /// Readable when a followed run ended, or the watchdog is dropped.
     attention: EventFd,
 }
@@ -106,10 +118,11 @@ struct Slot {
 #[derive(Clone)]
 struct Watched {
     peer: Peer,
+    began: Instant,
     deadline: Instant,
     app: Arc<str>,
     /// Stops the guest at its next check, once its instance exists.
-    interrupt: Interrupt,
+    interrupt: Option<Interrupt>,
     /// When it was told to stop.
     stopped: Option<Instant>,
 }
@@ -126,6 +139,7 @@ impl Watchdog {
                 ClockId::CLOCK_MONOTONIC,
                 TimerFlags::TFD_NONBLOCK | TimerFlags::TFD_CLOEXEC,
             )?,
+            armed: AtomicBool::new(false),
             attention: EventFd::from_flags(EfdFlags::EFD_NONBLOCK | EfdFlags::EFD_CLOEXEC)?,
         });
         let shared = Arc::new(Shared {
@@ -152,16 +166,17 @@ impl Watchdog {
         slot.seq += 1;
         slot.running = Some(Watched {
             peer,
+            began: Instant::now(),
             deadline,
             app,
-            interrupt: Interrupt::default(),
+            interrupt: None,
             stopped: None,
         });
         drop(slot);
-        // Re-armed by every run: it fires only once one lasts.
-        let after = Expiration::OneShot(TimeSpec::from_duration(WATCH_AFTER));
-        if let Err(e) = self.shared.fds.timer.set(after, TimerSetTimeFlags::empty()) {
-            tracing::error!("cannot arm the watchdog's timer: {e}");
+        // After the run is in the slot: a watchdog that disarmed before
+        // looks at the slot again (see `watch`).
+        if !self.shared.fds.armed.swap(true, Ordering::AcqRel) {
+            self.shared.fds.arm(WATCH_AFTER);
         }
         Run {
             shared: self.shared.clone(),
@@ -189,7 +204,7 @@ impl Run {
     pub fn interruptible(&self, interrupt: &Interrupt) {
         let mut slot = self.shared.lock();
         if let Some(watched) = &mut slot.running {
-            watched.interrupt = interrupt.clone();
+            watched.interrupt = Some(interrupt.clone());
         }
         if self.stopped().is_some() {
             interrupt.interrupt();
@@ -251,14 +266,30 @@ impl Shared {
             .is_ok()
         {
             watched.stopped = Some(now);
-            watched.interrupt.interrupt();
+            if let Some(interrupt) = &watched.interrupt {
+                interrupt.interrupt();
+            }
             let _ = self.wake.write(1);
+        }
+    }
+}
+
+impl Fds {
+    /// Makes the timer fire once, `after` from now.
+    fn arm(&self, after: Duration) {
+        let after = Expiration::OneShot(TimeSpec::from_duration(after));
+        if let Err(e) = self.timer.set(after, TimerSetTimeFlags::empty()) {
+            tracing::error!("cannot arm the watchdog's timer: {e}");
         }
     }
 }
 
 /// The watchdog thread: waits for a run to last, then follows it.
 fn watch(shared: Weak<Shared>, fds: Arc<Fds>) {
+    // How long after a run began the next look is, when it finds one that
+    // began less than WATCH_AFTER ago, and the runs seen by the last look.
+    let mut looked = WATCH_AFTER;
+    let mut seen = 0;
     loop {
         let mut wait = [
             PollFd::new(fds.timer.as_fd(), PollFlags::POLLIN),
@@ -276,25 +307,56 @@ fn watch(shared: Weak<Shared>, fds: Arc<Fds>) {
         let Some(shared) = shared.upgrade() else {
             return;
         };
-        let seq = {
+        // Follows the runs that have lasted, one after the other, until
+        // none runs (the timer then rests until the next run arms it) or
+        // the one running is younger (the timer is set for when it is not).
+        loop {
             let mut slot = shared.lock();
-            if slot.running.is_none() {
-                continue;
+            let busy = std::mem::replace(&mut seen, slot.seq) != slot.seq;
+            let Some(running) = &slot.running else {
+                if busy {
+                    // Between two short runs: look again later.
+                    fds.arm(looked);
+                    looked = (looked * 2).min(WATCH_AT_MOST);
+                } else {
+                    // No run since the last look. Under the lock: a run
+                    // that starts after this sees the timer disarmed, and
+                    // arms it.
+                    fds.armed.store(false, Ordering::Release);
+                    looked = WATCH_AFTER;
+                }
+                break;
+            };
+            let age = running.began.elapsed();
+            if age < WATCH_AFTER {
+                // Only short runs since the last look: look later.
+                fds.arm(looked.saturating_sub(age).max(WATCH_AFTER - age));
+                looked = (looked * 2).min(WATCH_AT_MOST);
+                break;
             }
+            looked = WATCH_AFTER;
             slot.following = true;
-            slot.seq
-        };
-        follow(&shared, seq);
-        shared.lock().following = false;
+            let seq = slot.seq;
+            drop(slot);
+            let ended = follow(&shared, seq);
+            shared.lock().following = false;
+            shared.reporter.stats().set_queued(0);
+            if !ended {
+                // It could not be followed: looked at again a tick later.
+                fds.arm(TICK);
+                break;
+            }
+        }
     }
 }
 
-/// Follows run `seq` until it ends: stops it when its peer gives up or its
-/// deadline passes, hands over the requests that start on the worker's
-/// other connections meanwhile, and sheds what waits too long.
-fn follow(shared: &Shared, seq: u64) {
+/// Follows run `seq` until it ends (true; false if it cannot): stops it
+/// when its peer gives up or its deadline passes, hands over the requests
+/// that start on the worker's other connections meanwhile, and sheds what
+/// waits too long.
+fn follow(shared: &Shared, seq: u64) -> bool {
     let Some(watched) = shared.lock().running.clone() else {
-        return;
+        return true;
     };
     let mut peer = Some(watched.peer.watch());
     // Connections that could not be handed over, left to shedding.
@@ -323,17 +385,17 @@ fn follow(shared: &Shared, seq: u64) {
             Ok(_) | Err(Errno::EINTR) => fds.iter().map(PollFd::revents).collect(),
             Err(e) => {
                 tracing::error!("the watchdog cannot poll: {e}");
-                return;
+                return false;
             }
         };
         drop(fds);
         let _ = shared.fds.attention.read();
         let mut slot = shared.lock();
         if slot.seq != seq {
-            return;
+            return true;
         }
         let Some(running) = slot.running.as_mut() else {
-            return;
+            return true;
         };
         let now = Instant::now();
         let mut revents = revents.into_iter().skip(1);

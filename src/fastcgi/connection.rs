@@ -176,7 +176,6 @@ where
                 };
                 tokio::select! {
                     biased;
-                    () = line.handed_over() => continue,
                     _ = stop.wait_for(|stop| *stop), if !stopping => continue,
                     record = tokio::time::timeout_at(deadline, conn.reader.next()) => match record {
                         Ok(record) => record?,
@@ -210,7 +209,8 @@ where
 }
 
 /// A connection's input, telling its [`Line`] when bytes were read: from
-/// then on the connection cannot be handed over.
+/// then on the connection cannot be handed over. Once it was handed over it
+/// reads as ended, reading nothing: its bytes are the other worker's.
 struct Tracked<R> {
     io: R,
     line: Arc<Line>,
@@ -222,6 +222,9 @@ impl<R: AsyncRead + Unpin> AsyncRead for Tracked<R> {
         cx: &mut std::task::Context<'_>,
         buf: &mut tokio::io::ReadBuf<'_>,
     ) -> std::task::Poll<std::io::Result<()>> {
+        if self.line.is_handed_over() {
+            return std::task::Poll::Ready(Ok(()));
+        }
         let before = buf.filled().len();
         let polled = std::pin::Pin::new(&mut self.io).poll_read(cx, buf);
         if buf.filled().len() > before {

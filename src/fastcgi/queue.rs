@@ -126,7 +126,6 @@ pub struct Line {
     pub(super) socket: Arc<OwnedFd>,
     idle: AtomicBool,
     handed: AtomicBool,
-    handed_over: tokio::sync::Notify,
     since: Mutex<Option<Instant>>,
 }
 
@@ -256,7 +255,6 @@ impl Queue {
         }
         line.idle.store(false, Ordering::Release);
         line.handed.store(true, Ordering::Release);
-        line.handed_over.notify_one();
         true
     }
 
@@ -351,7 +349,6 @@ impl Line {
             socket: Arc::new(socket),
             idle: AtomicBool::new(idle),
             handed: AtomicBool::new(false),
-            handed_over: tokio::sync::Notify::new(),
             since: Mutex::new(since),
         }
     }
@@ -374,13 +371,6 @@ impl Line {
     /// or shut down here any more, only closed.
     pub fn is_handed_over(&self) -> bool {
         self.handed.load(Ordering::Acquire)
-    }
-
-    /// Completes once the connection went to another worker.
-    pub(super) async fn handed_over(&self) {
-        while !self.is_handed_over() {
-            self.handed_over.notified().await;
-        }
     }
 
     /// Whether input (or the peer's hang-up) is waiting, unread.

@@ -3,9 +3,11 @@
 //!
 //! Every guest is compiled with an interrupt check, the way Wasmtime's epoch
 //! interruption works: [`Check`], a Wasmer module middleware, puts
-//! `global.get $flag; if; unreachable; end` at the entry of every function
-//! and the head of every loop, so that no guest runs long without passing
-//! one. A watcher sets the flags through an [`Interrupt`]; the guest traps
+//! `global.get $flag; if; unreachable; end` at the head of every loop and
+//! at the entry of every function that calls another, so that no guest
+//! runs long without passing one: only loops and recursion can run long,
+//! and a function that calls none and has no loop ends soon after it
+//! starts (most small helpers, which need no check of their own). A watcher sets the flags through an [`Interrupt`]; the guest traps
 //! at its next check, and [`Interrupt::fired`] tells that trap from the
 //! guest's own.
 //!
@@ -58,6 +60,9 @@ pub const EXPORT_LAST: &str = "wcgid:interrupt-last";
 pub struct Check {
     /// Checks in the function with the most: the flags to add.
     flags: u32,
+    /// Whether each function (by local index) calls another: its entry is
+    /// checked.
+    calls: Vec<bool>,
     first: Mutex<Option<u32>>,
 }
 
@@ -65,24 +70,32 @@ impl Check {
     /// The middleware for the module `wasm`, whose functions it counts the
     /// checks of.
     pub fn for_module(wasm: &[u8]) -> Result<Check, String> {
+        use wasmparser::Operator as Op;
         let mut most = 1;
+        let mut calls = Vec::new();
         for payload in wasmparser::Parser::new(0).parse_all(wasm) {
             if let wasmparser::Payload::CodeSectionEntry(body) = payload.map_err(|e| e.to_string())? {
-                let mut checks = 1;
+                let (mut loops, mut call) = (0, false);
                 let mut ops = body.get_operators_reader().map_err(|e| e.to_string())?;
                 while !ops.eof() {
-                    if matches!(
-                        ops.read().map_err(|e| e.to_string())?,
-                        wasmparser::Operator::Loop { .. }
-                    ) {
-                        checks += 1;
+                    match ops.read().map_err(|e| e.to_string())? {
+                        Op::Loop { .. } => loops += 1,
+                        Op::Call { .. }
+                        | Op::CallIndirect { .. }
+                        | Op::CallRef { .. }
+                        | Op::ReturnCall { .. }
+                        | Op::ReturnCallIndirect { .. }
+                        | Op::ReturnCallRef { .. } => call = true,
+                        _ => {}
                     }
                 }
-                most = most.max(checks);
+                most = most.max(loops + u32::from(call));
+                calls.push(call);
             }
         }
         Ok(Check {
             flags: most,
+            calls,
             first: Mutex::new(None),
         })
     }
@@ -103,12 +116,14 @@ impl ModuleMiddleware for Check {
         Ok(())
     }
 
-    fn generate_function_middleware<'a>(&self, _: LocalFunctionIndex) -> Box<dyn FunctionMiddleware<'a> + 'a> {
+    fn generate_function_middleware<'a>(&self, function: LocalFunctionIndex) -> Box<dyn FunctionMiddleware<'a> + 'a> {
         let first = lock(&self.first).expect("the module pass runs first");
+        // A function the count missed (none should be) is checked anyway.
+        let calls = self.calls.get(function.as_u32() as usize).copied().unwrap_or(true);
         Box::new(FunctionCheck {
             next: first,
             end: first + self.flags,
-            entered: false,
+            entered: !calls,
         })
     }
 }
@@ -118,6 +133,7 @@ struct FunctionCheck {
     /// The flag of the function's next check, and the end of the flags.
     next: u32,
     end: u32,
+    /// The entry was passed (or needs no check).
     entered: bool,
 }
 
@@ -290,17 +306,13 @@ impl Drop for Armed {
 mod tests {
     use super::*;
 
-    #[test]
-    fn the_flag_found_by_layout_is_the_global_the_checks_read() {
+    /// Runs `function` of `wat` (compiled with the checks) and interrupts
+    /// it 50 ms in; aborts the tests if it does not stop within 5 s.
+    fn interrupted(wat: &str, function: &str) {
         let checks = crate::sandbox::Checks {
             interrupt: true,
             fuel: false,
         };
-        // Nested loops storing to memory only, as compiled code spins: a
-        // check whose load Cranelift could share with an earlier one would
-        // never see the flag.
-        let wat = r#"(module (memory (export "memory") 1)
-            (func (export "spin") (loop (loop (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1))) (br 0)))))"#;
         // The engine that compiled the module holds its code.
         let engine = checks
             .compiler(&wasmer::wat2wasm(wat.as_bytes()).unwrap())
@@ -315,10 +327,10 @@ mod tests {
         let instance = instance.unwrap();
         // SAFETY: the memory of `instance`, which outlives `armed`.
         let armed = unsafe { Armed::new(memory.unwrap(), layout) };
-        let global = instance.exports.get_global(EXPORT_LAST).unwrap();
-        assert_eq!(global.get(&mut store), wasmer::Value::I32(0));
+        let last = instance.exports.get_global(EXPORT_LAST).unwrap();
+        assert_eq!(last.get(&mut store), wasmer::Value::I32(0));
         let interrupt = armed.interrupt().clone();
-        let spin = instance.exports.get_typed_function::<(), ()>(&store, "spin").unwrap();
+        let run = instance.exports.get_function(function).unwrap();
         let (done, stopped) = std::sync::mpsc::channel();
         let stopper = std::thread::spawn(move || {
             std::thread::sleep(std::time::Duration::from_millis(50));
@@ -329,13 +341,42 @@ mod tests {
             }
             interrupted
         });
-        assert!(spin.call(&mut store).is_err(), "the spinning guest traps");
+        assert!(run.call(&mut store, &[]).is_err(), "{function}: the guest traps");
         done.send(()).unwrap();
         assert!(stopper.join().unwrap());
         assert!(armed.interrupt().fired());
-        assert_eq!(global.get(&mut store), wasmer::Value::I32(1));
+        assert_eq!(last.get(&mut store), wasmer::Value::I32(1), "every flag is set");
         let interrupt = armed.interrupt().clone();
         drop(armed);
         assert!(!interrupt.interrupt(), "disarmed with the instance");
+    }
+
+    /// Nested loops storing to memory only, as compiled code spins: a check
+    /// whose load Cranelift could share with an earlier one would never
+    /// see its flag.
+    #[test]
+    fn nested_loops_are_stopped() {
+        interrupted(
+            r#"(module (memory (export "memory") 1)
+                (func (export "spin")
+                    (loop (loop (i32.store (i32.const 8) (i32.add (i32.load (i32.const 8)) (i32.const 1))) (br 0)))))"#,
+            "spin",
+        );
+    }
+
+    /// Recursion without a loop (an exponential one, that would run for
+    /// years): stopped at a function entry.
+    #[test]
+    fn recursion_is_stopped() {
+        interrupted(
+            r#"(module (memory (export "memory") 1)
+                (func $fib (param i32) (result i32)
+                    (if (result i32) (i32.lt_u (local.get 0) (i32.const 2))
+                        (then (local.get 0))
+                        (else (i32.add (call $fib (i32.sub (local.get 0) (i32.const 1)))
+                                       (call $fib (i32.sub (local.get 0) (i32.const 2)))))))
+                (func (export "fib") (drop (call $fib (i32.const 80)))))"#,
+            "fib",
+        );
     }
 }

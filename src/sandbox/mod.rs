@@ -72,9 +72,10 @@ pub trait Stdio: Send + 'static {
     /// Takes stderr bytes.
     fn log(&mut self, data: &[u8]);
     /// Called once the instance exists, just before `_start` runs: where
-    /// the restore ends and the guest's own work begins. `interrupt` stops
-    /// the guest from any thread, while it runs.
-    fn instantiated(&mut self, _interrupt: &Interrupt) {}
+    /// the restore ends and the guest's own work begins. `interrupt`, if
+    /// the guest was compiled with the check, stops it from any thread
+    /// while it runs.
+    fn instantiated(&mut self, _interrupt: Option<&Interrupt>) {}
     /// Called when the guest's run ends (an instance existed), with the
     /// size its memory reached, in bytes: memory never shrinks.
     fn ended(&mut self, _memory: u64) {}

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
 use wasmer_middlewares::metering::{self, MeteringPoints};
 
-use super::interrupt::{Armed, Interrupt};
+use super::interrupt::Armed;
 use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
 pub use snapshot::{Probe, Scalar, Snapshot, Touched};
@@ -206,8 +206,7 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
     let state = host.as_mut(store);
     state.memory = Some(memory.clone());
     if let Some(io) = state.io.as_mut() {
-        let none = Interrupt::default();
-        io.instantiated(armed.as_ref().map_or(&none, Armed::interrupt));
+        io.instantiated(armed.as_ref().map(Armed::interrupt));
     }
     let ended = start.call(store);
     let memory_bytes = memory.view(store).data_size();
