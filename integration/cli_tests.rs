@@ -51,6 +51,7 @@ tests! {
     Alone ten_thousand_concurrent_connections_are_all_served,
     Alone streamed_output_is_sent_as_it_is_written,
     Alone a_request_queued_too_long_gets_503_overloaded,
+    Alone a_wait_is_timed_from_its_own_start,
     Alone a_backlogged_connection_gets_503_overloaded,
     Alone a_backlogged_upload_is_served_not_dropped,
     Alone a_non_reading_client_holds_its_guest_until_the_timeout,
@@ -780,6 +781,36 @@ fn a_request_queued_too_long_gets_503_overloaded(dir: &Path) {
         b"",
     ));
     assert_shed(&waiting.response(1), started, &mut slow, &socket, &d);
+}
+
+/// A connection that waits behind a long run is timed from when it began
+/// to wait, not from when an earlier one did: two waits of 0.7 s in the
+/// listen backlog (one worker, one connection at a time), 1.5 s apart, with
+/// a `queue_timeout` of 1 s, are both served, neither shed.
+fn a_wait_is_timed_from_its_own_start(dir: &Path) {
+    let server = "workers = 1\nmax_connections = 1\nqueue_timeout = \"1s\"";
+    let (config, socket) = config(dir, server, &["cases", "hello"]);
+    let d = start(dir, &config, &socket, &[]);
+    for round in 0..2 {
+        let mut slow = fcgi::Conn::connect(&socket);
+        std::thread::sleep(Duration::from_millis(100));
+        // Waits in the backlog: the worker holds its one connection.
+        let mut waiting = fcgi::Conn::connect(&socket);
+        waiting.set_timeout(Duration::from_secs(10));
+        waiting.send(&fcgi::request(1, 0, &Params::get("/hello", "name=waited"), b""));
+        slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=700"), b""));
+        assert_eq!(slow.response(1).cgi().text(), "slept\n");
+        let ex = waiting.response(1);
+        assert_eq!(
+            ex.cgi().text(),
+            "Hello, waited!\n",
+            "round {round}: {}; log:\n{}",
+            ex.summary(),
+            d.log()
+        );
+        std::thread::sleep(Duration::from_millis(1500));
+    }
+    assert!(!d.log().contains("queue_timeout"), "log:\n{}", d.log());
 }
 
 /// `ex` was shed (503 with FCGI_OVERLOADED, within 1.5 s of `started`,

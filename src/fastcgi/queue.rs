@@ -31,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{Shutdown, shutdown};
+use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
 
 use super::handoff::Handoff;
 use super::record::{complete_request, put_response_end};
@@ -40,6 +40,31 @@ use super::stdout::{peek, send_all};
 
 /// How long an answer to a shed request may take to go out.
 const ANSWER_WITHIN: Duration = Duration::from_millis(100);
+/// How far apart two looks that saw the same wait may be for the wait to
+/// count from the first: the watchdog looks every tick while a long run
+/// goes on, and not at all between runs, when what waited may have been
+/// served and something else have come.
+const SEEN_AGAIN_WITHIN: Duration = Duration::from_millis(500);
+
+/// A wait seen by the watchdog: when first, and when last.
+#[derive(Debug, Clone, Copy)]
+struct Seen {
+    first: Instant,
+    last: Instant,
+}
+
+impl Seen {
+    /// Records a look at `now` that saw the wait in `seen`; returns how
+    /// long it has been seen waiting without a break.
+    fn again(seen: &mut Option<Seen>, now: Instant) -> Duration {
+        let first = match *seen {
+            Some(Seen { first, last }) if now.saturating_duration_since(last) <= SEEN_AGAIN_WITHIN => first,
+            _ => now,
+        };
+        *seen = Some(Seen { first, last: now });
+        now.saturating_duration_since(first)
+    }
+}
 
 /// A worker's connections, as its watchdog sees them.
 #[derive(Clone, Default)]
@@ -78,7 +103,7 @@ struct Received {
 /// A place connections wait in, and since when one has waited there.
 struct Waiting {
     source: Source,
-    since: Mutex<Option<Instant>>,
+    since: Mutex<Option<Seen>>,
 }
 
 enum Source {
@@ -126,7 +151,7 @@ pub struct Line {
     pub(super) socket: Arc<OwnedFd>,
     idle: AtomicBool,
     handed: AtomicBool,
-    since: Mutex<Option<Instant>>,
+    since: Mutex<Option<Seen>>,
 }
 
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -318,15 +343,14 @@ impl Inbound {
             *since = None;
             return Waited::No;
         }
-        let first_seen = *since.get_or_insert(now);
-        if now.duration_since(first_seen) < limit {
+        if Seen::again(&mut since, now) < limit {
             return Waited::Yes;
         }
         let Some(socket) = waiting.source.take() else {
             // Another worker took it after all.
             return Waited::No;
         };
-        let line = Line::new(socket, true, Some(first_seen));
+        let line = Line::new(socket, true, *since);
         // Its request may still be on its way: a moment for it.
         let mut fds = [PollFd::new(line.socket.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u8));
@@ -343,8 +367,26 @@ impl Inbound {
     }
 }
 
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_counts_from_its_first_look_until_a_break() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut seen = None;
+        assert_eq!(Seen::again(&mut seen, at(0)), Duration::ZERO);
+        assert_eq!(Seen::again(&mut seen, at(100)), Duration::from_millis(100));
+        assert_eq!(Seen::again(&mut seen, at(600)), Duration::from_millis(600));
+        // Not seen for longer than SEEN_AGAIN_WITHIN: another wait.
+        assert_eq!(Seen::again(&mut seen, at(1200)), Duration::ZERO);
+        assert_eq!(Seen::again(&mut seen, at(1300)), Duration::from_millis(100));
+    }
+}
+
 impl Line {
-    fn new(socket: OwnedFd, idle: bool, since: Option<Instant>) -> Line {
+    fn new(socket: OwnedFd, idle: bool, since: Option<Seen>) -> Line {
         Line {
             socket: Arc::new(socket),
             idle: AtomicBool::new(idle),
@@ -383,25 +425,39 @@ impl Line {
     /// past `limit`.
     fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
         let mut since = lock(&self.since);
-        let Some(id) = self.waiting_request() else {
+        let Some((id, len)) = self.waiting_request() else {
             *since = None;
             return Waited::No;
         };
-        let first_seen = *since.get_or_insert(now);
-        if now.duration_since(first_seen) < limit {
+        if Seen::again(&mut since, now) < limit {
             return Waited::Yes;
         }
         let mut answer = BytesMut::new();
         put_response_end(&mut answer, id, page, 0, status::OVERLOADED);
         let _ = send_all(&self.socket, &answer, Some(now + ANSWER_WITHIN));
+        // The request it answers is taken out: a socket closed with unread
+        // input is reset, and the peer might not read the answer first.
+        let mut left = len;
+        let mut sink = [0u8; 4096];
+        while left > 0 {
+            match recv(
+                self.socket.as_raw_fd(),
+                &mut sink[..left.min(4096)],
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(n) if n > 0 => left -= n,
+                _ => break,
+            }
+        }
         // Both ways: the serving thread finds it hung up, and drops it.
         let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
         self.idle.store(false, Ordering::Release);
         Waited::Answered
     }
 
-    /// The id of a complete request waiting unread, if there is one.
-    fn waiting_request(&self) -> Option<u16> {
+    /// The id and length of a complete request waiting unread, if there is
+    /// one.
+    fn waiting_request(&self) -> Option<(u16, usize)> {
         if !self.readable() {
             return None;
         }

@@ -118,8 +118,8 @@ pub fn scan_for_abort(bytes: &[u8], id: u16) -> (bool, usize) {
 
 /// Walks the whole records at the start of `bytes`: if they begin with a
 /// BEGIN_REQUEST and hold that request's whole input (up to its empty STDIN
-/// record, §5.3), its id.
-pub fn complete_request(bytes: &[u8]) -> Option<u16> {
+/// record, §5.3), its id and where its records end.
+pub fn complete_request(bytes: &[u8]) -> Option<(u16, usize)> {
     let mut at = 0;
     let mut id = None;
     while let Some(header) = bytes[at..].first_chunk::<HEADER_LEN>() {
@@ -132,7 +132,7 @@ pub fn complete_request(bytes: &[u8]) -> Option<u16> {
         match id {
             None if kind == super::kind::BEGIN_REQUEST && this != 0 => id = Some(this),
             None => return None,
-            Some(id) if this == id && kind == super::kind::STDIN && len == 0 => return Some(id),
+            Some(id) if this == id && kind == super::kind::STDIN && len == 0 => return Some((id, at + total)),
             Some(_) => {}
         }
         at += total;
@@ -239,7 +239,7 @@ mod tests {
         put_record(&mut request, super::super::kind::STDIN, 7, b"body");
         let before_end = request.len();
         put_record(&mut request, super::super::kind::STDIN, 7, &[]);
-        assert_eq!(complete_request(&request), Some(7));
+        assert_eq!(complete_request(&request), Some((7, request.len())));
         assert_eq!(complete_request(&request[..before_end]), None);
         assert_eq!(complete_request(&request[..request.len() - 1]), None);
         // Not from a BEGIN_REQUEST: not a request we can tell the start of.
