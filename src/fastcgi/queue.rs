@@ -367,24 +367,6 @@ impl Inbound {
     }
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wait_counts_from_its_first_look_until_a_break() {
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let mut seen = None;
-        assert_eq!(Seen::again(&mut seen, at(0)), Duration::ZERO);
-        assert_eq!(Seen::again(&mut seen, at(100)), Duration::from_millis(100));
-        assert_eq!(Seen::again(&mut seen, at(600)), Duration::from_millis(600));
-        // Not seen for longer than SEEN_AGAIN_WITHIN: another wait.
-        assert_eq!(Seen::again(&mut seen, at(1200)), Duration::ZERO);
-        assert_eq!(Seen::again(&mut seen, at(1300)), Duration::from_millis(100));
-    }
-}
-
 impl Line {
     fn new(socket: OwnedFd, idle: bool, since: Option<Seen>) -> Line {
         Line {
@@ -462,5 +444,23 @@ impl Line {
             return None;
         }
         complete_request(&peek(&self.socket).ok()?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_counts_from_its_first_look_until_a_break() {
+        let start = Instant::now();
+        let at = |ms| start + Duration::from_millis(ms);
+        let mut seen = None;
+        assert_eq!(Seen::again(&mut seen, at(0)), Duration::ZERO);
+        assert_eq!(Seen::again(&mut seen, at(100)), Duration::from_millis(100));
+        assert_eq!(Seen::again(&mut seen, at(600)), Duration::from_millis(600));
+        // Not seen for longer than SEEN_AGAIN_WITHIN: another wait.
+        assert_eq!(Seen::again(&mut seen, at(1200)), Duration::ZERO);
+        assert_eq!(Seen::again(&mut seen, at(1300)), Duration::from_millis(100));
     }
 }
