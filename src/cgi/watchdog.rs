@@ -20,7 +20,9 @@
 //! the watchdog looks less and less often, down to every [`WATCH_AT_MOST`]:
 //! each look wakes a thread, which cost 5 % of a hello request when it
 //! happened every 2 ms; the first long run after a spell of short ones may
-//! so be followed up to that late.
+//! so be followed up to that late. A run whose guest sleeps (waiting, as
+//! it would on a database) is followed from its first sleep: whatever
+//! arrives meanwhile goes to another worker at once.
 //!
 //! A stop sets the guest's interrupt flag (see `sandbox::interrupt`): the
 //! guest traps at its next function entry or loop head, and a host call it
@@ -113,6 +115,9 @@ struct Slot {
     running: Option<Watched>,
     /// The watchdog thread follows the current run: its end must wake it.
     following: bool,
+    /// The current run waits (a guest's sleep): followed at once, however
+    /// young, since what arrives meanwhile would wait for nothing.
+    waiting: bool,
 }
 
 #[derive(Clone)]
@@ -214,6 +219,7 @@ impl Run {
     /// Sleeps `wait`, unless the guest is stopped meanwhile: `false`.
     pub fn sleep(&self, wait: Duration) -> bool {
         let until = Instant::now() + wait;
+        self.shared.waits();
         loop {
             if self.stopped().is_some() {
                 return false;
@@ -233,6 +239,7 @@ impl Drop for Run {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         slot.running = None;
+        slot.waiting = false;
         // Under the lock: the watchdog stops only the run it looked at, and
         // hands connections over only while it runs.
         if self.shared.stop.swap(0, Ordering::AcqRel) != 0 {
@@ -252,6 +259,16 @@ impl Drop for Shared {
 }
 
 impl Shared {
+    /// The current run waits: the watchdog follows it now, unless it does
+    /// already.
+    fn waits(&self) {
+        let mut slot = self.lock();
+        if !slot.following && !slot.waiting {
+            slot.waiting = true;
+            let _ = self.fds.attention.write(1);
+        }
+    }
+
     fn lock(&self) -> MutexGuard<'_, Slot> {
         // The slot holds no invariant a panic could break.
         self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -328,7 +345,7 @@ fn watch(shared: Weak<Shared>, fds: Arc<Fds>) {
                 break;
             };
             let age = running.began.elapsed();
-            if age < WATCH_AFTER {
+            if age < WATCH_AFTER && !slot.waiting {
                 // Only short runs since the last look: look later.
                 fds.arm(looked.saturating_sub(age).max(WATCH_AFTER - age));
                 looked = (looked * 2).min(WATCH_AT_MOST);
