@@ -723,42 +723,40 @@ mod tests {
         }
     }
 
-    /// A module with a large data segment, prepared for serving: the
-    /// compiled module without data and its image.
-    fn imaged(seed: u8) -> (Module, Arc<Image>, Vec<u8>) {
-        let data: Vec<u8> = (0..200_000u32).map(|i| (i as u8).wrapping_mul(seed) ^ seed).collect();
-        let hex: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
-        let wat = PROBE.replace("1 10", "5 10").replace(
-            "(func (export \"store\")",
-            &format!("(global (export \"g\") (mut i32) (i32.const {seed})) (data (i32.const 1000) \"{hex}\") (func (export \"store\")"),
-        );
+    /// PROBE with `pages` pages (up to `maximum`) and `extra` before its
+    /// functions, prepared for serving: the module compiled without its
+    /// data, its image's bytes, and the memory an instance must start with.
+    fn prepared(pages: u32, maximum: u32, extra: &str) -> (Module, Vec<u8>, Vec<u8>) {
+        let wat = PROBE
+            .replace("1 10", &format!("{pages} {maximum}"))
+            .replace("(func (export \"store\")", &format!("{extra}(func (export \"store\")"));
         let prepared = crate::sandbox::image::prepare(&wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
         let image_bytes = prepared.image.expect("large enough for an image");
         let mut want = image_bytes.clone();
-        want.resize(5 * 65536, 0);
+        want.resize(pages as usize * 65536, 0);
         let module = Module::new(&engine(), &prepared.module).unwrap();
-        (module, Image::new(&image_bytes, true).unwrap(), want)
+        (module, image_bytes, want)
+    }
+
+    /// A module with a large data segment and a global, prepared for
+    /// serving: the compiled module without data, and its image.
+    fn imaged(seed: u8) -> (Module, Arc<Image>, Vec<u8>) {
+        let data: Vec<u8> = (0..200_000u32).map(|i| (i as u8).wrapping_mul(seed) ^ seed).collect();
+        let hex: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
+        let extra = format!("(global (export \"g\") (mut i32) (i32.const {seed})) (data (i32.const 1000) \"{hex}\") ");
+        let (module, image, want) = prepared(5, 10, &extra);
+        (module, Image::new(&image, true).unwrap(), want)
     }
 
     /// A module of 64 pages (up to 128) whose image spans 3 MiB: 2 KiB of
-    /// data at the start of every 64 KiB, zeros between. Returns it with
-    /// its image's bytes and the memory an instance must start with.
+    /// data at the start of every 64 KiB, zeros between; see [`prepared`].
     fn sparse_imaged() -> (Module, Vec<u8>, Vec<u8>) {
         let mut segments = String::new();
         for at in (0..3 << 20).step_by(65536) {
             let data: String = (0..2048u32).map(|i| format!("\\{:02x}", (i + at) as u8 | 1)).collect();
             segments.push_str(&format!("(data (i32.const {at}) \"{data}\") "));
         }
-        let wat = PROBE.replace("1 10", "64 128").replace(
-            "(func (export \"store\")",
-            &format!("{segments}(func (export \"store\")"),
-        );
-        let prepared = crate::sandbox::image::prepare(&wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
-        let image_bytes = prepared.image.expect("large enough for an image");
-        let mut want = image_bytes.clone();
-        want.resize(64 * 65536, 0);
-        let module = Module::new(&engine(), &prepared.module).unwrap();
-        (module, image_bytes, want)
+        prepared(64, 128, &segments)
     }
 
     /// Isolation of the resets, tracked (where the kernel can) and not: a

@@ -15,7 +15,9 @@
 //! worker that does its own FastCGI I/O needs no hand-off to another process
 //! per request: measured against a daemon that fed worker processes over
 //! socket pairs, this doubled hello's throughput through nginx (see
-//! docs/performance.md).
+//! docs/performance.md). A connection moves to another worker only when a
+//! request on it would otherwise wait for its busy worker
+//! ([`crate::fastcgi::Handoff`], over a socket pair the supervisor makes).
 //!
 //! Workers load the modules from the AOT cache the supervisor filled (a
 //! private one in a temporary directory when `server.cache_dir` is unset),
@@ -91,9 +93,9 @@ struct Spawner {
     config: PathBuf,
     cache_dir: PathBuf,
     socket: OwnedFd,
-    /// The variable that gives every worker the shared hand-off pair (see
-    /// [`Handoff`]), whose fds the supervisor keeps open.
-    handoff: (Handoff, (&'static str, String)),
+    /// The pair every worker hands waiting connections over on, whose fds
+    /// the supervisor keeps open for them all.
+    handoff: Handoff,
     board: Arc<Mutex<Board>>,
 }
 
@@ -101,6 +103,7 @@ impl Spawner {
     /// Starts a worker of `generation` and waits until it is serving.
     async fn spawn(&self, generation: u64) -> Result<Worker, Error> {
         let socket = self.socket.try_clone().map_err(Error::Spawn)?;
+        let (handoff, fds) = self.handoff.env().map_err(Error::Spawn)?;
         // Its own process group keeps a terminal's Ctrl-C for the
         // supervisor, which stops workers in order.
         let mut child = Command::new("/proc/self/exe")
@@ -108,7 +111,7 @@ impl Spawner {
             .arg("-c")
             .arg(&self.config)
             .env("WCGID_SERVER__CACHE_DIR", &self.cache_dir)
-            .env(self.handoff.1.0, &self.handoff.1.1)
+            .env(handoff, fds)
             .env(SUPERVISOR_ENV, std::process::id().to_string())
             // Only the supervisor speaks to systemd.
             .env_remove("NOTIFY_SOCKET")
@@ -208,13 +211,11 @@ pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Resu
         let mut signals = Signals::new()?;
         let (mut bound, mut admin) = Bound::bind_all(&server.socket, config.admin.as_ref())?;
         let board = Arc::new(Mutex::new(Board::new(server.socket.listen.to_string())));
-        let handoff = Handoff::new()?;
-        let handoff_env = handoff.env()?;
         let spawner = Arc::new(Spawner {
             config: path.canonicalize()?,
             cache_dir: cache_dir.into(),
             socket: bound.socket()?,
-            handoff: (handoff, handoff_env),
+            handoff: Handoff::new()?,
             board: board.clone(),
         });
         let mut current = Generation::start(&spawner, server.workers, 1).await?;
