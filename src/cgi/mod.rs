@@ -10,6 +10,7 @@ mod gateway;
 pub mod job;
 pub mod response;
 mod script;
+pub mod shebang;
 pub mod watchdog;
 
 pub use env::MetaVars;
