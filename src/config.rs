@@ -39,6 +39,8 @@ struct Raw {
     #[serde(default, rename = "app")]
     apps: Vec<RawApp>,
     cgi_bin: Option<RawCgiBin>,
+    #[serde(default, rename = "interpreter")]
+    interpreters: Vec<RawInterpreter>,
     admin: Option<RawAdmin>,
 }
 
@@ -115,6 +117,24 @@ struct RawCgiBin {
     limits: Option<RawGuestLimits>,
 }
 
+/// `[[interpreter]]`: a WASI build of a scripting language that runs the
+/// `[cgi_bin]` scripts its `#!` names or extensions select.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawInterpreter {
+    name: String,
+    module: PathBuf,
+    driver: String,
+    #[serde(default)]
+    names: Vec<String>,
+    #[serde(default)]
+    extensions: Vec<String>,
+    #[serde(default)]
+    lib: Vec<PathBuf>,
+    #[serde(default)]
+    preload: Vec<String>,
+}
+
 /// `[limits]`: the defaults of every guest's limits, and the bounds on what
 /// the FastCGI decoder accepts before any app is known.
 #[derive(Debug, Deserialize)]
@@ -181,6 +201,7 @@ pub struct Config {
     pub admin: Option<Socket>,
     pub apps: Vec<App>,
     pub cgi_bin: Option<CgiBin>,
+    pub interpreters: Vec<Interpreter>,
     pub params: ParamsLimits,
 }
 
@@ -267,6 +288,50 @@ pub struct CgiBin {
     /// The directory whose `.wasm` files are served (absolute).
     pub root: PathBuf,
     pub guest: Guest,
+}
+
+/// An interpreter for `[cgi_bin]` scripts.
+#[derive(Debug, Clone)]
+pub struct Interpreter {
+    pub name: String,
+    pub module: PathBuf,
+    pub driver: Driver,
+    /// The `#!` program names that select it (`perl` for `#!/usr/bin/perl`).
+    pub names: Vec<String>,
+    /// The file extensions (without the dot) that select it for a script
+    /// without a `#!` line.
+    pub extensions: Vec<String>,
+    /// Host directories of pure-language modules, visible read-only at the
+    /// same path and searched by the interpreter after its own library.
+    pub lib: Vec<PathBuf>,
+    /// Modules loaded into its snapshot besides those the scripts import.
+    pub preload: Vec<String>,
+}
+
+/// How an interpreter's module is booted, snapshotted and given a script.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Driver {
+    /// zeroperl: a WASI reactor build of Perl 5.
+    Perl,
+    /// CPython's WASI command build, made resumable with Binaryen's asyncify.
+    Python,
+}
+
+impl Driver {
+    pub const ALL: [(&'static str, Driver); 2] = [("perl", Driver::Perl), ("python", Driver::Python)];
+
+    pub fn name(self) -> &'static str {
+        Driver::ALL.iter().find(|(_, d)| *d == self).expect("listed").0
+    }
+
+    /// The `#!` names and extensions an interpreter of this kind answers to
+    /// unless configured otherwise.
+    fn defaults(self) -> (&'static [&'static str], &'static [&'static str]) {
+        match self {
+            Driver::Perl => (&["perl", "perl5"], &["pl"]),
+            Driver::Python => (&["python", "python3"], &["py"]),
+        }
+    }
 }
 
 /// What a guest gets besides the request: extra environment, mounts, and
@@ -378,6 +443,7 @@ impl Raw {
                 })
             })
             .transpose()?;
+        let interpreters = validate_interpreters(self.interpreters, base, cgi_bin.is_some())?;
         let admin = self
             .admin
             .map(|a| socket("admin.", &a.listen, &a.socket_mode, a.socket_group, a.force_socket_mode))
@@ -394,9 +460,102 @@ impl Raw {
             admin,
             apps,
             cgi_bin,
+            interpreters,
             params,
         })
     }
+}
+
+fn validate_interpreters(raw: Vec<RawInterpreter>, base: &Path, cgi_bin: bool) -> Result<Vec<Interpreter>, Error> {
+    if !raw.is_empty() && !cgi_bin {
+        return Err(invalid(
+            "interpreter[0].name",
+            &raw[0].name,
+            "interpreters run the scripts of [cgi_bin], and there is none",
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut selectors = HashSet::new();
+    let mut interpreters = Vec::with_capacity(raw.len());
+    for (i, it) in raw.into_iter().enumerate() {
+        let key = |field: &str| format!("interpreter[{i}].{field}");
+        if !names.insert(it.name.clone()) {
+            return Err(invalid(key("name"), &it.name, "another interpreter has this name"));
+        }
+        let driver = Driver::ALL
+            .iter()
+            .find(|(name, _)| *name == it.driver)
+            .map(|(_, d)| *d)
+            .ok_or_else(|| {
+                let known: Vec<&str> = Driver::ALL.iter().map(|(n, _)| *n).collect();
+                invalid(
+                    key("driver"),
+                    &it.driver,
+                    format!("must be one of {}", known.join(", ")),
+                )
+            })?;
+        let module = base.join(&it.module);
+        if !module.is_file() {
+            return Err(invalid(
+                key("module"),
+                it.module.display(),
+                "not a file (scripts/fetch-interpreters DIR downloads the interpreters)",
+            ));
+        }
+        let (default_names, default_extensions) = driver.defaults();
+        let or_default = |given: Vec<String>, default: &[&str]| match given.is_empty() {
+            true => default.iter().map(|s| s.to_string()).collect(),
+            false => given,
+        };
+        let names = or_default(it.names, default_names);
+        let extensions = or_default(it.extensions, default_extensions);
+        for name in &names {
+            if name.is_empty() || name.contains('/') {
+                return Err(invalid(key("names"), name, "a program name, without '/'"));
+            }
+            if !selectors.insert(format!("#!{name}")) {
+                return Err(invalid(key("names"), name, "another interpreter answers to this name"));
+            }
+        }
+        for ext in &extensions {
+            if ext.is_empty() || ext.contains(['/', '.']) {
+                return Err(invalid(
+                    key("extensions"),
+                    ext,
+                    "an extension without its dot, like \"pl\"",
+                ));
+            }
+            if ext == "wasm" || !selectors.insert(format!(".{ext}")) {
+                return Err(invalid(
+                    key("extensions"),
+                    ext,
+                    "another interpreter or WebAssembly has this extension",
+                ));
+            }
+        }
+        let mut lib = Vec::with_capacity(it.lib.len());
+        for dir in it.lib {
+            // Visible in the guest at the same path, so it must be absolute.
+            if !dir.is_absolute() || !dir.is_dir() {
+                return Err(invalid(
+                    key("lib"),
+                    dir.display(),
+                    "not an absolute path to a directory",
+                ));
+            }
+            lib.push(dir);
+        }
+        interpreters.push(Interpreter {
+            name: it.name,
+            module,
+            driver,
+            names,
+            extensions,
+            lib,
+            preload: it.preload,
+        });
+    }
+    Ok(interpreters)
 }
 
 impl RawServer {
@@ -766,6 +925,58 @@ mod tests {
         assert!(err("[server]\nlisten = \"tcp:127.0.0.1:9\"\nlisten_typo = 1\n").contains("listen_typo"));
         assert!(err("[nope]\n").contains("nope"));
         assert!(err("[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nenvv={}\n").contains("envv"));
+    }
+
+    #[test]
+    fn interpreters_default_their_names_and_extensions_by_driver() {
+        let c = load(
+            "[cgi_bin]\nroot = \"/\"\n[[interpreter]]\nname = \"perl\"\nmodule = \"/bin/sh\"\ndriver = \"perl\"\n\
+             lib = [\"/usr\"]\n[[interpreter]]\nname = \"py\"\nmodule = \"/bin/sh\"\ndriver = \"python\"\n\
+             names = [\"python3\"]\n",
+            &[],
+        )
+        .unwrap();
+        let [perl, py] = &c.interpreters[..] else {
+            panic!("two interpreters")
+        };
+        assert_eq!(
+            (perl.driver, &perl.names[..], &perl.extensions[..]),
+            (
+                Driver::Perl,
+                &["perl".to_string(), "perl5".into()][..],
+                &["pl".to_string()][..]
+            )
+        );
+        assert_eq!(perl.lib, [PathBuf::from("/usr")]);
+        assert_eq!(
+            (py.driver, &py.names[..], &py.extensions[..]),
+            (Driver::Python, &["python3".to_string()][..], &["py".to_string()][..])
+        );
+    }
+
+    #[test]
+    fn interpreters_are_checked() {
+        let one = |extra: &str| {
+            err(&format!(
+                "[cgi_bin]\nroot = \"/\"\n[[interpreter]]\nname = \"p\"\nmodule = \"/bin/sh\"\ndriver = \"perl\"\n{extra}"
+            ))
+        };
+        assert!(one("lib = [\"relative\"]\n").contains("interpreter[0].lib"));
+        assert!(one("extensions = [\".pl\"]\n").contains("without its dot"));
+        assert!(one("extensions = [\"wasm\"]\n").contains("WebAssembly"));
+        assert!(
+            one("[[interpreter]]\nname = \"q\"\nmodule = \"/bin/sh\"\ndriver = \"perl\"\n")
+                .contains("interpreter[1].names")
+        );
+        let e =
+            err("[cgi_bin]\nroot = \"/\"\n[[interpreter]]\nname = \"p\"\nmodule = \"/bin/sh\"\ndriver = \"ruby\"\n");
+        assert!(e.contains("interpreter[0].driver") && e.contains("perl, python"), "{e}");
+        let e = err(
+            "[cgi_bin]\nroot = \"/\"\n[[interpreter]]\nname = \"p\"\nmodule = \"/nonexistent\"\ndriver = \"perl\"\n",
+        );
+        assert!(e.contains("fetch-interpreters"), "{e}");
+        let e = err("[[interpreter]]\nname = \"p\"\nmodule = \"/bin/sh\"\ndriver = \"perl\"\n");
+        assert!(e.contains("[cgi_bin]"), "{e}");
     }
 
     #[test]

@@ -26,7 +26,9 @@ impl Shebang {
     /// The `#!` line of the file at `path`, if it has one.
     pub fn read(path: &Path) -> std::io::Result<Option<Shebang>> {
         let mut head = Vec::with_capacity(MAX_LINE);
-        std::fs::File::open(path)?.take(MAX_LINE as u64).read_to_end(&mut head)?;
+        std::fs::File::open(path)?
+            .take(MAX_LINE as u64)
+            .read_to_end(&mut head)?;
         Ok(Shebang::parse(&head))
     }
 
@@ -65,7 +67,10 @@ mod tests {
 
     #[test]
     fn names_the_program_and_its_words() {
-        assert_eq!(parsed("#!/usr/bin/perl -w\nprint 1;\n"), Some(("perl".into(), vec!["-w".into()])));
+        assert_eq!(
+            parsed("#!/usr/bin/perl -w\nprint 1;\n"),
+            Some(("perl".into(), vec!["-w".into()]))
+        );
         assert_eq!(
             parsed("#! /usr/local/bin/perl5 -w -T\r\n"),
             Some(("perl5".into(), vec!["-w".into(), "-T".into()]))
