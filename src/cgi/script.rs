@@ -10,9 +10,13 @@
 //!   with neither is looked up one directory level higher at a time, the
 //!   remainder becoming `PATH_INFO` (a `SCRIPT_FILENAME` that still carries
 //!   path info). Apache's `proxy:fcgi://host:port` prefix is dropped.
+//!   Any other regular file is a script if its `#!` line (see [`shebang`](super::shebang)) or,
+//!   without one, its extension names an `[[interpreter]]`: it runs in that
+//!   interpreter's snapshot (see `preinit::interpreter`), with argv the
+//!   `#!` program and words and the script's path, as `execve` gives them.
 //!   A path with `..`, outside the root, leading out of it through a symlink,
-//!   or naming something other than a regular `.wasm` file is refused with
-//!   403; a missing one gets 404.
+//!   or naming something that is neither a regular `.wasm` file nor a script
+//!   of an interpreter is refused with 403; a missing one gets 404.
 //! - Anything else gets 404.
 
 use std::collections::HashMap;
@@ -23,9 +27,11 @@ use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::config::{self, Guest};
+use crate::preinit;
 use crate::sandbox::{self, CStrings, Engine, Program};
 
 use super::env::MetaVars;
+use super::shebang::Shebang;
 
 /// A loaded program with what its requests get besides the request.
 pub struct App {
@@ -78,10 +84,11 @@ pub struct Router {
 }
 
 #[derive(Debug, thiserror::Error)]
-#[error("app {name}: {source}")]
-pub struct LoadError {
-    name: String,
-    source: sandbox::Error,
+pub enum LoadError {
+    #[error("app {name}: {source}")]
+    App { name: String, source: sandbox::Error },
+    #[error("interpreter {name}: {source}")]
+    Interpreter { name: String, source: preinit::Error },
 }
 
 impl Router {
@@ -89,14 +96,18 @@ impl Router {
     pub fn load(engine: &Engine, config: &config::Config) -> Result<Router, LoadError> {
         let mut apps = Vec::with_capacity(config.apps.len());
         for app in &config.apps {
-            let loaded = App::load(engine, &app.name, &app.module, &app.guest).map_err(|source| LoadError {
+            let loaded = App::load(engine, &app.name, &app.module, &app.guest).map_err(|source| LoadError::App {
                 name: app.name.clone(),
                 source,
             })?;
             apps.push((app.route.clone(), Arc::new(loaded)));
         }
         apps.sort_by_key(|(route, _)| std::cmp::Reverse(route.len()));
-        let cgi_bin = config.cgi_bin.as_ref().map(|c| CgiBin::load(engine, c)).transpose()?;
+        let cgi_bin = config
+            .cgi_bin
+            .as_ref()
+            .map(|c| CgiBin::load(engine, c, &config.interpreters))
+            .transpose()?;
         Ok(Router { apps, cgi_bin })
     }
 
@@ -160,26 +171,85 @@ struct CgiBin {
     prefix: PathBuf,
     root: PathBuf,
     guest: Guest,
-    /// Compiled modules by canonical path, recompiled when the file changes.
+    interpreters: Vec<Interpreter>,
+    /// Compiled modules and scripts by canonical path, loaded again when the
+    /// file changes.
     cache: Mutex<HashMap<PathBuf, (FileId, Arc<App>)>>,
 }
 
+/// An interpreter, loaded from its snapshot for the scripts of the root.
+struct Interpreter {
+    config: config::Interpreter,
+    program: Program,
+    /// Keeps the snapshot's file while the program may be loaded again.
+    _snapshot: preinit::interpreter::Snapshot,
+}
+
+impl Interpreter {
+    fn load(
+        engine: &Engine,
+        config: &config::Interpreter,
+        root: &Path,
+        guest: &Guest,
+    ) -> Result<Interpreter, LoadError> {
+        let failed = |source| LoadError::Interpreter {
+            name: config.name.clone(),
+            source,
+        };
+        let snapshot = preinit::interpreter::snapshot(engine, config, root, engine.cache_dir()).map_err(failed)?;
+        let program = match guest.limits.fuel {
+            0 => engine.load(&snapshot.path, &snapshot.mounts),
+            fuel => engine
+                .load_metered(&snapshot.path, &snapshot.mounts)
+                .map(|p| p.with_fuel(fuel)),
+        }
+        .and_then(|p| p.with_memory_limit(&snapshot.path, guest.limits.memory))
+        .map_err(|e| failed(preinit::Error::Run(e)))?;
+        Ok(Interpreter {
+            config: config.clone(),
+            program,
+            _snapshot: snapshot,
+        })
+    }
+
+    /// Whether this interpreter runs a script with this `#!` line, or with
+    /// none and this file name.
+    fn runs(&self, shebang: Option<&Shebang>, path: &Path) -> bool {
+        match shebang {
+            Some(line) => self.config.names.contains(&line.program),
+            None => path
+                .extension()
+                .and_then(OsStr::to_str)
+                .is_some_and(|ext| self.config.extensions.iter().any(|e| e == ext)),
+        }
+    }
+}
+
 impl CgiBin {
-    fn load(engine: &Engine, config: &config::CgiBin) -> Result<CgiBin, LoadError> {
-        let root = config.root.canonicalize().map_err(|e| LoadError {
+    fn load(
+        engine: &Engine,
+        config: &config::CgiBin,
+        interpreters: &[config::Interpreter],
+    ) -> Result<CgiBin, LoadError> {
+        let root = config.root.canonicalize().map_err(|e| LoadError::App {
             name: "cgi_bin".into(),
             source: sandbox::Error::Read {
                 path: config.root.clone(),
                 source: e,
             },
         })?;
+        let interpreters = interpreters
+            .iter()
+            .map(|i| Interpreter::load(engine, i, &root, &config.guest))
+            .collect::<Result<_, _>>()?;
         let cgi_bin = CgiBin {
             prefix: config.root.clone(),
             root,
             guest: config.guest.clone(),
+            interpreters,
             cache: Mutex::default(),
         };
-        let entries = std::fs::read_dir(&cgi_bin.root).map_err(|e| LoadError {
+        let entries = std::fs::read_dir(&cgi_bin.root).map_err(|e| LoadError::App {
             name: "cgi_bin".into(),
             source: sandbox::Error::Read {
                 path: cgi_bin.root.clone(),
@@ -189,7 +259,7 @@ impl CgiBin {
         for entry in entries.flatten() {
             let path = entry.path();
             if path.extension() == Some(OsStr::new("wasm")) && path.is_file() {
-                cgi_bin.module(engine, &path).map_err(|source| LoadError {
+                cgi_bin.module(engine, &path).map_err(|source| LoadError::App {
                     name: format!("cgi_bin {}", path.display()),
                     source,
                 })?;
@@ -215,7 +285,7 @@ impl CgiBin {
         // is path info.
         let mut candidate = requested.clone();
         let (file, path_info) = loop {
-            if let Some(file) = self.existing_module(&candidate)? {
+            if let Some(file) = self.existing_file(&candidate) {
                 let path_info = requested.strip_prefix(&candidate).expect("candidate is a prefix");
                 break (file, path_info);
             }
@@ -243,29 +313,77 @@ impl CgiBin {
             "SCRIPT_FILENAME",
             bytes::Bytes::copy_from_slice(real.as_os_str().as_bytes()),
         );
+        if real.extension() != Some(OsStr::new("wasm")) {
+            return self.script(&real, &meta);
+        }
         self.module(engine, &real).map_err(|e| {
             tracing::error!(module = %real.display(), "cannot load cgi-bin module: {e}");
             Refusal::Broken
         })
     }
 
-    /// `path` itself if it is a `.wasm` file, else `path.wasm` if that exists.
-    /// A path that exists but is neither is refused.
-    fn existing_module(&self, path: &Path) -> Result<Option<PathBuf>, Refusal> {
+    /// `path` itself if it is a `.wasm` file, else `path.wasm` if that
+    /// exists, else `path` if it exists and is not a directory (a script,
+    /// or refused later).
+    fn existing_file(&self, path: &Path) -> Option<PathBuf> {
         if path.extension() == Some(OsStr::new("wasm")) && path.symlink_metadata().is_ok() {
-            return Ok(Some(path.to_owned()));
+            return Some(path.to_owned());
         }
         let mut with_ext = path.as_os_str().to_owned();
         with_ext.push(".wasm");
         let with_ext = PathBuf::from(with_ext);
         if with_ext.symlink_metadata().is_ok() {
-            return Ok(Some(with_ext));
+            return Some(with_ext);
         }
-        match path.symlink_metadata() {
-            Ok(meta) if meta.is_dir() => Ok(None),
-            Ok(_) => Err(Refusal::Forbidden),
-            Err(_) => Ok(None),
+        path.symlink_metadata()
+            .is_ok_and(|meta| !meta.is_dir())
+            .then(|| path.to_owned())
+    }
+
+    /// The script at canonical `path`, run by the interpreter its `#!` line
+    /// or extension names; refused if none does.
+    fn script(&self, path: &Path, meta: &std::fs::Metadata) -> Result<Arc<App>, Refusal> {
+        let id = FileId::of(meta);
+        if let Some((cached_id, app)) = self.cache.lock().expect("cache lock").get(path)
+            && *cached_id == id
+        {
+            return Ok(app.clone());
         }
+        let line = Shebang::read(path).map_err(|_| Refusal::Forbidden)?;
+        let Some(interpreter) = self.interpreters.iter().find(|i| i.runs(line.as_ref(), path)) else {
+            match &line {
+                Some(line) if !self.interpreters.is_empty() => tracing::warn!(
+                    script = %path.display(),
+                    "no [[interpreter]] runs #!{} scripts",
+                    line.program
+                ),
+                _ => {}
+            }
+            return Err(Refusal::Forbidden);
+        };
+        // argv as execve(2) gives it for a #! line: the program, its words,
+        // the script.
+        let mut args = CStrings::default();
+        let program = line.as_ref().map_or(interpreter.config.name.as_str(), |l| l.program.as_str());
+        args.push(&[program.as_bytes()]);
+        for word in line.iter().flat_map(|l| &l.args) {
+            args.push(&[word.as_bytes()]);
+        }
+        if !args.push(&[path.as_os_str().as_bytes()]) {
+            return Err(Refusal::Forbidden);
+        }
+        let name = path.strip_prefix(&self.root).unwrap_or(path).to_string_lossy();
+        let app = Arc::new(App {
+            name: name.into(),
+            program: interpreter.program.clone(),
+            guest: self.guest.clone(),
+            args,
+        });
+        self.cache
+            .lock()
+            .expect("cache lock")
+            .insert(path.to_owned(), (id, app.clone()));
+        Ok(app)
     }
 
     /// The compiled module at canonical `path`, compiled now if the cache has

@@ -25,6 +25,7 @@
 //! A module Wizer already pre-initialized has no init export left; it is
 //! taken as it is (its state snapshotted again), with a note.
 
+pub mod interpreter;
 mod module;
 
 use std::path::{Path, PathBuf};
@@ -97,16 +98,6 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
     };
     wasmparser::validate(&wasm).map_err(|e| invalid(e.to_string()))?;
     let shape = Shape::of(&wasm).map_err(|e| invalid(e.to_string()))?;
-    if let Some(import) = &shape.stateful_import {
-        return Err(refused(format!(
-            "it imports {import}; the state of imported memories, globals and tables lives outside the module"
-        )));
-    }
-    if let Some(op) = shape.table_writer {
-        return Err(refused(format!(
-            "its code can change table elements ({op}); a snapshot does not record tables"
-        )));
-    }
     let mut warnings = Vec::new();
     let mut calls = Vec::new();
     if shape.exports_func("_initialize") {
@@ -129,9 +120,14 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
             return Err(refused(format!("it exports no function `{src}` to rename to `{dst}`")));
         }
     }
-    let probe = shape.probe();
-    let instrumented = instrument(&wasm, &probe).map_err(invalid)?;
-    let snapshot = engine.snapshot(path, &instrumented, &options.mounts, &calls, &probe, Console)?;
+    let mut args = sandbox::CStrings::default();
+    args.push(&[path.file_name().unwrap_or(path.as_os_str()).as_encoded_bytes()]);
+    let launch = Launch {
+        mounts: &options.mounts,
+        args,
+        env: sandbox::CStrings::default(),
+    };
+    let snapshot = capture(engine, path, &wasm, &shape, launch, &mut sandbox::Calls(&calls))?;
     if snapshot.touched.environ {
         warnings.push(
             "the init read the environment: wasi-libc caches it, so every request would see the init's (empty) \
@@ -146,9 +142,12 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
                 .into(),
         );
     }
-    let removed: Vec<&str> = calls.iter().map(String::as_str).collect();
-    let (output, segments, data_bytes) =
-        rewrite(&wasm, &shape, &snapshot, &removed, &options.renames).map_err(Error::Output)?;
+    let changes = Changes {
+        removed: calls.clone(),
+        renames: options.renames.clone(),
+        ..Changes::default()
+    };
+    let (output, segments, data_bytes) = rewrite(&wasm, &shape, &snapshot, &changes).map_err(Error::Output)?;
     wasmparser::validate(&output).map_err(|e| Error::Output(e.to_string()))?;
     write_atomically(&options.output, &output).map_err(|source| Error::Write {
         path: options.output.clone(),
@@ -163,6 +162,68 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
         output_bytes: output.len(),
         warnings,
     })
+}
+
+/// What an instance being pre-initialized is given.
+struct Launch<'a> {
+    mounts: &'a [Mount],
+    args: sandbox::CStrings,
+    env: sandbox::CStrings,
+}
+
+/// Runs `init` in an instance of `wasm` and takes its state; refuses what
+/// cannot be snapshotted.
+fn capture(
+    engine: &Engine,
+    path: &Path,
+    wasm: &[u8],
+    shape: &Shape,
+    launch: Launch,
+    init: &mut dyn sandbox::Initializer,
+) -> Result<sandbox::Snapshot, Error> {
+    let refused = |why: String| Error::Refused {
+        path: path.into(),
+        why,
+    };
+    if let Some(import) = &shape.stateful_import {
+        return Err(refused(format!(
+            "it imports {import}; the state of imported memories, globals and tables lives outside the module"
+        )));
+    }
+    if let Some(op) = shape.table_writer {
+        return Err(refused(format!(
+            "its code can change table elements ({op}); a snapshot does not record tables"
+        )));
+    }
+    let probe = shape.probe();
+    let instrumented = instrument(wasm, &probe).map_err(|why| Error::Invalid {
+        path: path.into(),
+        why,
+    })?;
+    Ok(engine.snapshot(
+        path,
+        &instrumented,
+        launch.mounts,
+        (launch.args, launch.env),
+        init,
+        &probe,
+        Console,
+    )?)
+}
+
+/// How the module written from a snapshot differs from the original,
+/// besides holding the state.
+#[derive(Default)]
+struct Changes {
+    /// Exports dropped: init functions, already run.
+    removed: Vec<String>,
+    /// (DST, SRC): the export DST becomes the function exported as SRC.
+    renames: Vec<(String, String)>,
+    /// A `_start` added, that calls the export named with these arguments
+    /// and then WASI's `proc_exit` with what it returns.
+    start: Option<(String, Vec<i32>)>,
+    /// Custom sections added: (name, content).
+    custom: Vec<(&'static str, Vec<u8>)>,
 }
 
 /// What of the module matters here.
@@ -302,8 +363,7 @@ fn rewrite(
     wasm: &[u8],
     shape: &Shape,
     snapshot: &sandbox::Snapshot,
-    removed: &[&str],
-    renames: &[(String, String)],
+    changes: &Changes,
 ) -> Result<(Vec<u8>, usize, usize), String> {
     let mut sections = Sections::parse(wasm)?;
     let mut reencoder = RoundtripReencoder;
@@ -370,15 +430,24 @@ fn rewrite(
         }
     }
     let mut exports = wasm_encoder::ExportSection::new();
-    let renamed: Vec<&str> = renames.iter().map(|(dst, _)| dst.as_str()).collect();
-    copy_exports(wasm, &mut exports, |name, _| {
-        !removed.contains(&name) && !renamed.contains(&name)
-    })?;
+    let replaced = |name: &str| {
+        changes.removed.iter().any(|r| r == name)
+            || changes.renames.iter().any(|(dst, _)| dst == name)
+            || (changes.start.is_some() && name == "_start")
+    };
+    copy_exports(wasm, &mut exports, |name, _| !replaced(name))?;
     // Renames point DST at what SRC exported; SRC stays exported too unless
     // it was an init function.
-    for (dst, src) in renames {
+    for (dst, src) in &changes.renames {
         let index = function_export(wasm, src)?;
         exports.export(dst, wasm_encoder::ExportKind::Func, index);
+    }
+    if let Some((func, args)) = &changes.start {
+        let index = add_start(wasm, &mut sections, func, args)?;
+        exports.export("_start", wasm_encoder::ExportKind::Func, index);
+    }
+    for (name, content) in &changes.custom {
+        sections.push_custom(name, content);
     }
     if shape.memories > 0 {
         sections.set(module::MEMORY, module::body(&memories));
@@ -398,6 +467,43 @@ fn rewrite(
     }
     sections.set(module::DATA, module::body(&data));
     Ok((sections.finish(), segments, data_bytes))
+}
+
+/// Adds a function that calls the export `func` with `args` (i32
+/// constants) and then WASI's `proc_exit` with the i32 it returns; returns
+/// its index.
+fn add_start(wasm: &[u8], sections: &mut Sections, func: &str, args: &[i32]) -> Result<u32, String> {
+    let callee = function_export(wasm, func)?;
+    let (mut imported, mut proc_exit) = (0, None);
+    for payload in Parser::new(0).parse_all(wasm) {
+        if let Payload::ImportSection(imports) = payload.map_err(|e| e.to_string())? {
+            for import in imports.into_imports() {
+                let import = import.map_err(|e| e.to_string())?;
+                if let TypeRef::Func(_) = import.ty {
+                    if (import.module, import.name) == ("wasi_snapshot_preview1", "proc_exit") {
+                        proc_exit = Some(imported);
+                    }
+                    imported += 1;
+                }
+            }
+        }
+    }
+    let proc_exit = proc_exit.ok_or("it does not import proc_exit")?;
+    // (func) takes nothing and returns nothing.
+    let ty = sections.append(module::TYPE, &[0x60, 0, 0])?;
+    let mut entry = Vec::new();
+    wasm_encoder::Encode::encode(&ty, &mut entry);
+    let defined = sections.append(module::FUNCTION, &entry)?;
+    let mut body = wasm_encoder::Function::new([]);
+    let mut code = body.instructions();
+    for &arg in args {
+        code.i32_const(arg);
+    }
+    code.call(callee).call(proc_exit).end();
+    let mut entry = Vec::new();
+    wasm_encoder::Encode::encode(&body, &mut entry);
+    sections.append(module::CODE, &entry)?;
+    Ok(imported + defined)
 }
 
 fn function_export(wasm: &[u8], name: &str) -> Result<u32, String> {

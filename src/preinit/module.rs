@@ -9,12 +9,16 @@ pub struct Sections {
     list: Vec<(u8, Vec<u8>)>,
 }
 
+pub const CUSTOM: u8 = 0;
+pub const TYPE: u8 = 1;
+pub const FUNCTION: u8 = 3;
 pub const MEMORY: u8 = 5;
 pub const GLOBAL: u8 = 6;
 pub const EXPORT: u8 = 7;
 pub const START: u8 = 8;
 pub const DATA_COUNT: u8 = 12;
 pub const DATA: u8 = 11;
+pub const CODE: u8 = 10;
 
 /// Where a section goes among the others (§5.5.2: tags between memories and
 /// globals, the data count before the code).
@@ -57,6 +61,35 @@ impl Sections {
             .position(|(i, _)| *i != 0 && order(*i) > order(id))
             .unwrap_or(self.list.len());
         self.list.insert(at, (id, body));
+    }
+
+    /// Appends an encoded entry to the vector that section `id` is (type,
+    /// function, code...; §5.5.2), creating the section if needed; returns
+    /// the entry's index in it.
+    pub fn append(&mut self, id: u8, entry: &[u8]) -> Result<u32, String> {
+        let (count, rest) = match self.list.iter().find(|(i, _)| *i == id) {
+            Some((_, body)) => {
+                let mut reader = wasmparser::BinaryReader::new(body, 0);
+                let count = reader.read_var_u32().map_err(|e| e.to_string())?;
+                (count, body[reader.current_position()..].to_vec())
+            }
+            None => (0, Vec::new()),
+        };
+        let mut body = Vec::with_capacity(5 + rest.len() + entry.len());
+        leb128(&mut body, u64::from(count) + 1);
+        body.extend_from_slice(&rest);
+        body.extend_from_slice(entry);
+        self.set(id, body);
+        Ok(count)
+    }
+
+    /// Adds a custom section (§5.5.3) at the end.
+    pub fn push_custom(&mut self, name: &str, data: &[u8]) {
+        let mut body = Vec::with_capacity(5 + name.len() + data.len());
+        leb128(&mut body, name.len() as u64);
+        body.extend_from_slice(name.as_bytes());
+        body.extend_from_slice(data);
+        self.list.push((CUSTOM, body));
     }
 
     pub fn remove(&mut self, id: u8) {
@@ -110,6 +143,24 @@ mod tests {
         )
         .unwrap();
         assert_eq!(Sections::parse(&wasm).unwrap().finish(), wasm.to_vec());
+    }
+
+    #[test]
+    fn appended_entries_keep_the_others_and_count() {
+        let wasm = wasmer::wat2wasm(br#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
+        let mut sections = Sections::parse(&wasm).unwrap();
+        assert_eq!(sections.append(TYPE, &[0x60, 0, 0]).unwrap(), 1);
+        assert_eq!(sections.append(FUNCTION, &[1]).unwrap(), 1);
+        let mut body = wasm_encoder::Function::new([]);
+        body.instructions().end();
+        let mut code = Vec::new();
+        wasm_encoder::Encode::encode(&body, &mut code);
+        assert_eq!(sections.append(CODE, &code).unwrap(), 1);
+        sections.push_custom("wcgid.test", b"\x01");
+        let out = sections.finish();
+        wasmparser::validate(&out).unwrap();
+        let module = wasmer::Module::new(&wasmer::Engine::default(), &out).unwrap();
+        assert_eq!(module.custom_sections("wcgid.test").next().as_deref(), Some(&b"\x01"[..]));
     }
 
     #[test]

@@ -70,6 +70,10 @@ impl Cache {
         Ok(Cache { dir: dir.into(), salt })
     }
 
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
     /// The entry's key: code with other checks compiled in (the interrupt
     /// check, fuel metering) is other code.
     fn key(&self, wasm: &[u8], checks: Checks) -> [u8; 32] {

@@ -32,8 +32,16 @@ pub fn memory_reset_method() -> &'static str {
     written::Tracker::method()
 }
 pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
+pub use wasi::snapshot::{Calls, Guest, Initializer};
+
+/// The custom section that marks a module as an interpreter snapshot which
+/// takes its request on stdin (see [`Program::takes_request_on_stdin`]);
+/// its content, if not empty, is the address (u32, little-endian) of the
+/// Binaryen asyncify data to rewind from.
+pub const INTERPRETER_SECTION: &str = "wcgid.interpreter";
 
 /// A compiled, linked-checked guest, shared by all of its requests.
+#[derive(Clone)]
 pub struct Program {
     module: wasmer::Module,
     /// The initial memory, mapped rather than copied into each instance.
@@ -49,6 +57,11 @@ pub struct Program {
     fuel: Option<u64>,
     /// Where its instances' interrupt flag lies, if it has the check.
     interrupt: Option<interrupt::Layout>,
+    /// See [`Program::takes_request_on_stdin`].
+    request_on_stdin: bool,
+    /// Where an asyncify snapshot's data lies: instances rewind from there
+    /// into the read of stdin the snapshot was taken in.
+    rewind: Option<u32>,
 }
 
 /// A host directory a guest sees, read-only, at `guest` (an absolute path).
@@ -226,6 +239,11 @@ impl Engine {
         Ok(self)
     }
 
+    /// The directory compiled modules are kept in, if any.
+    pub fn cache_dir(&self) -> Option<&Path> {
+        self.cache.as_deref().map(cache::Cache::dir)
+    }
+
     /// Reads, compiles (or loads from the cache) and link-checks the module
     /// at `path`, and opens its mounts. Everything a request could trip over
     /// later is found here.
@@ -261,6 +279,7 @@ impl Engine {
             })?;
         let imports = wasi::resolve(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = open_mounts(mounts)?;
+        let interpreter = module.custom_sections(INTERPRETER_SECTION).next();
         Ok(Program {
             image,
             engine,
@@ -269,19 +288,23 @@ impl Engine {
             memory_limit: None,
             fuel: metered.then_some(0),
             interrupt: interrupt::Layout::of(&module),
+            request_on_stdin: interpreter.is_some(),
+            rewind: interpreter.and_then(|s| Some(u32::from_le_bytes(s.get(..4)?.try_into().ok()?))),
             module,
         })
     }
 
     /// Compiles `wasm` as it is (no cache, no image), instantiates it with
-    /// `mounts`, calls the exports `calls` in order and captures the state
+    /// `mounts`, `args` and `env`, runs `init` and captures the state
     /// through the exports named in `probe`: the work of `wcgid preinit`.
+    #[allow(clippy::too_many_arguments)]
     pub fn snapshot<S: Stdio>(
         &self,
         path: &Path,
         wasm: &[u8],
         mounts: &[Mount],
-        calls: &[String],
+        (args, env): (CStrings, CStrings),
+        init: &mut dyn Initializer,
         probe: &Probe,
         stdio: S,
     ) -> Result<Snapshot, Error> {
@@ -292,9 +315,7 @@ impl Engine {
         let imports =
             wasi::resolve_imports(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = open_mounts(mounts)?;
-        let mut args = CStrings::default();
-        args.push(&[path.file_name().unwrap_or(path.as_os_str()).as_encoded_bytes()]);
-        wasi::snapshot::take(&self.engine, &module, &imports, preopens, args, stdio, calls, probe)
+        wasi::snapshot::take(&self.engine, &module, &imports, preopens, (args, env), stdio, init, probe)
             .map_err(|why| Error::Init { path: path.into(), why })
     }
 
@@ -377,6 +398,15 @@ impl Program {
             self.fuel = Some(fuel);
         }
         self
+    }
+
+    /// Whether the module is an interpreter snapshot that reads its
+    /// arguments and environment from stdin, ahead of the body, rather than
+    /// through `args_get` and `environ_get` (wasi-libc and the interpreter
+    /// read those once, while the snapshot was taken). The layout is
+    /// `wasi::request_preamble`'s.
+    pub fn takes_request_on_stdin(&self) -> bool {
+        self.request_on_stdin
     }
 
     /// Runs the guest's `_start` in a fresh instance, on the calling thread,

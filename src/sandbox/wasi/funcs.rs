@@ -2,6 +2,7 @@
 //! the core-Wasm signatures of the WASI snapshot (pointers and sizes as i32,
 //! 64-bit values as i64, an errno as the i32 result).
 
+use std::io::Read;
 use std::time::{Duration, Instant};
 
 use nix::time::{ClockId, clock_getres, clock_gettime};
@@ -72,6 +73,7 @@ pub fn host_function<S: Stdio>(name: &str, store: &mut Store, env: &FunctionEnv<
         "sock_recv" => f!(sock_recv::<S>),
         "sock_send" => f!(sock_send::<S>),
         "sock_shutdown" => f!(sock_shutdown::<S>),
+        super::ZEROPERL_HOST_CALL => f!(call_host_function::<S>),
         _ => return None,
     })
 }
@@ -164,6 +166,13 @@ fn proc_exit<S: Stdio>(_env: FunctionEnvMut<Host<S>>, code: i32) -> std::result:
     Err(ExitCode(code as u32))
 }
 
+/// zeroperl's bridge to functions its JavaScript host registers. wcgid
+/// registers none, and a script cannot: this answers as zeroperl's own host
+/// does for an unknown function, with a null value.
+fn call_host_function<S: Stdio>(_env: FunctionEnvMut<Host<S>>, _id: i32, _argc: i32, _argv: i32) -> i32 {
+    0
+}
+
 fn proc_raise<S: Stdio>(_env: FunctionEnvMut<Host<S>>, _sig: i32) -> i32 {
     i32::from(Errno::NOSYS.0)
 }
@@ -202,12 +211,27 @@ fn fd_write<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len
 
 /// Reads once from `fd` into the guest's iovecs: at most one blocking read,
 /// as `readv` does.
-fn fd_read<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
+fn fd_read<S: Stdio>(mut env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len: i32, nread: i32) -> i32 {
+    if let Some(stop) = env.data_mut().rewinding.take() {
+        // The read a snapshot was taken in, rewound into: it now reads.
+        if stop.call(&mut env).is_err() {
+            return i32::from(Errno::FAULT.0);
+        }
+    } else if fd == 0
+        && let Some(capture) = env.data_mut().capture.take()
+    {
+        // Unwinds the guest to the host, which snapshots it here.
+        return match capture.unwind.call(&mut env, capture.data) {
+            Ok(()) => 0,
+            Err(_) => i32::from(Errno::FAULT.0),
+        };
+    }
     with_memory(env, |h, mem| {
         let iovs = iovecs(mem, iovs, iovs_len)?;
         let want = iovs.iter().map(|&(_, len)| len).sum::<usize>().min(COPY_CHUNK);
         h.scratch.resize(want, 0);
         let n = match h.fds.get(fd)? {
+            Entry::Stdin if !h.preamble.is_empty() => h.preamble.read(&mut h.scratch).map_err(|_| Errno::IO)?,
             Entry::Stdin => {
                 let io = h.io.as_mut().expect("stdio is present until the run ends");
                 // The guest may wait for more body: let what it wrote go out first.

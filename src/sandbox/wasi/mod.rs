@@ -13,7 +13,9 @@ pub mod snapshot;
 
 use std::sync::Arc;
 
-use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store};
+use std::collections::VecDeque;
+
+use wasmer::{Extern, FunctionEnv, FunctionEnvMut, Instance, Memory, MemoryView, Store, TypedFunction};
 use wasmer_middlewares::metering::{self, MeteringPoints};
 
 use super::interrupt::Armed;
@@ -22,6 +24,9 @@ pub use fs::Preopen;
 pub use snapshot::{Probe, Scalar, Snapshot, Touched};
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
+/// The one import outside WASI that is provided, as a stub: zeroperl's call
+/// into its JavaScript host (see `funcs::call_host_function`).
+const ZEROPERL_HOST_CALL: &str = "env.call_host_function";
 
 /// How a guest's run ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -91,6 +96,15 @@ pub struct Host<S> {
     scratch: Vec<u8>,
     /// What the guest read that wasi-libc caches (for `wcgid preinit`).
     touched: snapshot::Touched,
+    /// Read from stdin before the body: the request's arguments and
+    /// environment, for an interpreter that takes them there (see
+    /// [`Program::takes_request_on_stdin`]).
+    preamble: VecDeque<u8>,
+    /// Set while a snapshot is taken at the first read of stdin.
+    capture: Option<snapshot::Capture>,
+    /// Set while an instance rewinds into the read its snapshot was taken
+    /// in: Binaryen asyncify's `asyncify_stop_rewind`, to call there.
+    rewinding: Option<TypedFunction<(), ()>>,
 }
 
 impl<S: Stdio> Host<S> {
@@ -115,9 +129,12 @@ pub fn resolve_imports(engine: &wasmer::Engine, module: &wasmer::Module) -> std:
                 "it imports {ns}::{name}, which is not a function; wcgid provides only WASI functions"
             ));
         };
-        if ns != NAMESPACE {
-            return Err(format!("it imports {ns}::{name}; wcgid provides only {NAMESPACE}"));
-        }
+        let name = match ns {
+            NAMESPACE => name.to_owned(),
+            _ if format!("{ns}.{name}") == ZEROPERL_HOST_CALL => ZEROPERL_HOST_CALL.to_owned(),
+            _ => return Err(format!("it imports {ns}::{name}; wcgid provides only {NAMESPACE}")),
+        };
+        let name = name.as_str();
         let Some(func) = funcs::host_function(name, &mut store, &env) else {
             return Err(format!(
                 "it imports {NAMESPACE}::{name}, which is not a WASI preview1 function"
@@ -203,6 +220,23 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
     ) else {
         return Outcome::Trap("exports changed since load".into());
     };
+    if program.request_on_stdin {
+        let state = host.as_mut(store);
+        state.preamble = request_preamble(&state.args, &state.env).into();
+    }
+    if let Some(data) = program.rewind {
+        let rewind = instance
+            .exports
+            .get_typed_function::<i32, ()>(store, "asyncify_start_rewind")
+            .and_then(|start| Ok((start, instance.exports.get_typed_function::<(), ()>(store, "asyncify_stop_rewind")?)));
+        let Ok((start, stop)) = rewind else {
+            return Outcome::Trap("exports changed since load".into());
+        };
+        if let Err(e) = start.call(store, data as i32) {
+            return Outcome::Trap(e.message());
+        }
+        host.as_mut(store).rewinding = Some(stop);
+    }
     let state = host.as_mut(store);
     state.memory = Some(memory.clone());
     if let Some(io) = state.io.as_mut() {
@@ -240,8 +274,25 @@ impl<S: Stdio> Host<S> {
             fds: fs::FdTable::new(preopens),
             scratch: Vec::new(),
             touched: snapshot::Touched::default(),
+            preamble: VecDeque::new(),
+            capture: None,
+            rewinding: None,
         }
     }
+}
+
+/// What an interpreter that takes its request on stdin reads there before
+/// the body: the length of the rest (u32, little-endian), the number of
+/// arguments (u32), the arguments and the environment as NUL-terminated
+/// strings.
+fn request_preamble(args: &CStrings, env: &CStrings) -> Vec<u8> {
+    let rest = 4 + args.bytes.len() + env.bytes.len();
+    let mut bytes = Vec::with_capacity(4 + rest);
+    bytes.extend_from_slice(&(rest as u32).to_le_bytes());
+    bytes.extend_from_slice(&args.count.to_le_bytes());
+    bytes.extend_from_slice(&args.bytes);
+    bytes.extend_from_slice(&env.bytes);
+    bytes
 }
 
 /// The memory WASI calls work on: the one exported as `memory`.

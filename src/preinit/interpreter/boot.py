@@ -1,0 +1,80 @@
+# Run once with `python -c`, while CPython's snapshot is taken: imports the
+# modules named in WCGID_PRELOAD (the site's scripts' imports), then waits
+# for a request on stdin. The snapshot is taken in that first read; every
+# request resumes a copy of this state there.
+#
+# A request comes on stdin ahead of its body (wcgid's request preamble):
+# u32 length of the rest, u32 argc, then argv and the environment as
+# NUL-terminated strings. argv is the #! line's program and words, then the
+# script's path.
+import os
+import sys
+
+
+def _wcgid_preload():
+    for name in os.environ.get("WCGID_PRELOAD", "").split():
+        try:
+            __import__(name)
+        except Exception as e:
+            print(f"wcgid: cannot preload {name}: {e!r}", file=sys.stderr)
+
+
+def _wcgid_read_exactly(want):
+    got = b""
+    while len(got) < want:
+        chunk = os.read(0, want - len(got))
+        if not chunk:
+            raise EOFError("wcgid: the request ended inside its preamble")
+        got += chunk
+    return got
+
+
+def _wcgid_serve():
+    rest = _wcgid_read_exactly(int.from_bytes(_wcgid_read_exactly(4), "little"))
+    argc = int.from_bytes(rest[:4], "little")
+    strings = rest[4:].split(b"\0")[:-1]
+    argv, env = strings[:argc], strings[argc:]
+    os.environ.clear()
+    for entry in env:
+        name, _, value = entry.partition(b"=")
+        os.environ[os.fsdecode(name)] = os.fsdecode(value)
+    script = os.fsdecode(argv[-1])
+    directory = os.path.dirname(script) or "/"
+    sys.argv = [script]
+    sys.path[0] = directory
+    os.chdir(directory)
+    if "random" in sys.modules:
+        # Seeded from os.urandom: not the snapshot's state.
+        sys.modules["random"].seed()
+    code = 0
+    try:
+        import runpy
+
+        runpy.run_path(script, run_name="__main__")
+    except SystemExit as e:
+        if e.code is None:
+            code = 0
+        elif isinstance(e.code, int):
+            code = e.code
+        else:
+            print(e.code, file=sys.stderr)
+            code = 1
+    except BaseException:
+        import traceback
+
+        traceback.print_exc()
+        code = 1
+    import atexit
+
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        try:
+            stream.flush()
+        except Exception:
+            pass
+    os._exit(code)
+
+
+_wcgid_preload()
+del _wcgid_preload
+_wcgid_serve()
