@@ -2,8 +2,11 @@
 //! the bookkeeping that makes sure no child process outlives the run, and the
 //! [`Fixture`]: wcgid on a temp Unix socket behind a real nginx.
 
+pub mod apache;
 pub mod daemon;
+pub mod differential;
 pub mod fcgi;
+pub mod fcgiwrap;
 pub mod fixture;
 pub mod http;
 pub mod nginx;

@@ -1,6 +1,6 @@
-//! A real nginx in front of the daemon, in the foreground, from the checked-in
-//! template `integration/nginx.conf`: every path it writes (pid, logs, temp
-//! files) is inside its own directory.
+//! A real nginx in front of the daemon, in the foreground, from a checked-in
+//! template (`integration/nginx.conf`, or another one beside it): every path
+//! it writes (pid, logs, temp files) is inside its own directory.
 
 use std::fs::File;
 use std::net::{TcpListener, TcpStream};
@@ -57,11 +57,24 @@ fn user_directive() -> String {
 }
 
 impl Nginx {
-    /// Renders the template into `dir` and starts nginx on a free port;
-    /// returns once the port accepts connections.
+    /// Renders `integration/nginx.conf` into `dir` and starts nginx on a
+    /// free port; returns once the port accepts connections.
     pub fn start(dir: &Path, vars: &Vars) -> Result<Nginx, String> {
+        let vars = [
+            ("SOCKET", vars.socket.display().to_string()),
+            ("ADMIN", vars.admin.display().to_string()),
+            ("DOCROOT", vars.docroot.display().to_string()),
+        ];
+        Self::start_template(dir, "nginx.conf", &vars)
+    }
+
+    /// [`Nginx::start`] with the template `integration/{template}`, its
+    /// `{{NAME}}` placeholders filled from `vars` besides `{{DIR}}`,
+    /// `{{PORT}}`, `{{USER}}` and `{{INTEGRATION}}`.
+    pub fn start_template(dir: &Path, template: &str, vars: &[(&str, String)]) -> Result<Nginx, String> {
         let integration = Path::new(env!("CARGO_MANIFEST_DIR")).join("integration");
-        let template = std::fs::read_to_string(integration.join("nginx.conf")).map_err(|e| e.to_string())?;
+        let template = std::fs::read_to_string(integration.join(template))
+            .map_err(|e| format!("{}: {e}", integration.join(template).display()))?;
         for sub in [
             "client_body_temp",
             "fastcgi_temp",
@@ -72,16 +85,20 @@ impl Nginx {
             std::fs::create_dir_all(dir.join(sub)).map_err(|e| e.to_string())?;
         }
         let port = free_port();
-        let conf = template
+        let mut conf = template
             .replace("{{USER}}", &user_directive())
             .replace("{{DIR}}", &dir.display().to_string())
             .replace("{{PORT}}", &port.to_string())
-            .replace("{{INTEGRATION}}", &integration.display().to_string())
-            .replace("{{SOCKET}}", &vars.socket.display().to_string())
-            .replace("{{ADMIN}}", &vars.admin.display().to_string())
-            .replace("{{DOCROOT}}", &vars.docroot.display().to_string());
+            .replace("{{INTEGRATION}}", &integration.display().to_string());
+        for (name, value) in vars {
+            conf = conf.replace(&format!("{{{{{name}}}}}"), value);
+        }
         if let Some(at) = conf.find("{{") {
-            return Err(format!("unfilled placeholder in nginx.conf: {}", &conf[at..at + 20]));
+            let end = conf[at..].find("}}").map_or(conf.len(), |e| at + e + 2);
+            return Err(format!(
+                "unfilled placeholder in the nginx template: {}",
+                &conf[at..end]
+            ));
         }
         let conf_path = dir.join("nginx.conf");
         std::fs::write(&conf_path, conf).map_err(|e| e.to_string())?;
