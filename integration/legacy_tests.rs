@@ -84,22 +84,31 @@ fn native_upstream(dir: &Path, name: &str) -> Result<Upstream, String> {
     .map(Upstream::Native)
 }
 
-/// Side B, the upstream compared with the native one: **the one place to
-/// change** to compare another server.
-///
-/// Today fcgiwrap again, which proves the harness. For wcgid: write the
-/// configuration `wcgid migrate` makes for `site` (the test's copy of the
-/// site) into `dir`, and return `wcgid_for_legacy_site(dir, &config)`.
+/// Side B, the upstream compared with the native one: wcgid, running the
+/// site's scripts with the WASI interpreters.
 fn second_upstream(dir: &Path, site: &Path) -> Result<Upstream, String> {
-    let _ = site; // what wcgid's configuration will name
-    native_upstream(dir, "native-b")
+    let interpreters = crate::support::interpreters()?;
+    let cache = crate::support::shared_cache_dir("legacy");
+    let config = dir.join("wcgid.toml");
+    let text = format!(
+        "[server]\nworkers = 2\ncache_dir = \"{cache}\"\n\n[cgi_bin]\nroot = \"{site}\"\n\n\
+         [[interpreter]]\nname = \"perl\"\nmodule = \"{perl}\"\ndriver = \"perl\"\nlib = [\"/usr/share/perl5\"]\n\
+         preload = [\"CGI\", \"CGI::Cookie\"]\n\n\
+         [[interpreter]]\nname = \"python\"\nmodule = \"{python}\"\ndriver = \"python\"\n\
+         preload = [\"cgi\", \"http.cookies\", \"html\", \"json\"]\n",
+        cache = cache.display(),
+        site = site.display(),
+        perl = interpreters.join("perl.wasm").display(),
+        python = interpreters.join("python.wasm").display(),
+    );
+    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    wcgid_for_legacy_site(dir, &config)
 }
 
 /// wcgid serving the legacy site with the configuration at `config` (as
 /// `wcgid migrate` writes it for the site), listening on `dir/wcgid.sock`
 /// and with its admin socket, if any, at `dir/wcgid-admin.sock`, whatever
 /// the configuration says: returns once it accepts connections.
-#[allow(dead_code, reason = "side B until wcgid migrate and the WASI interpreters land")]
 pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, String> {
     let socket = dir.join("wcgid.sock");
     let listen = format!("unix:{}", socket.display());

@@ -1,7 +1,8 @@
 #!/usr/bin/perl -w
 # env.pl: the CGI meta-variables a script relies on, sorted, as text:
-# "NAME=value", or "NAME unset" when the server did not set it (which is not
-# the same as set and empty: scripts test both ways). Then how many bytes of
+# "NAME=value", or "NAME unset" when the server did not set it or set it
+# empty (RFC 3875 section 4.1: the two are the same; fcgiwrap passes empty
+# ones, wcgid and Apache's mod_cgi leave them out). Then how many bytes of
 # body it read, and whether the working directory is the script's own.
 # Host paths (SCRIPT_FILENAME, DOCUMENT_ROOT) are left out: they differ
 # between servers that serve the same site.
@@ -22,7 +23,7 @@ if (($ENV{'CONTENT_LENGTH'} || 0) > 0) {
 
 print "Content-Type: text/plain\n\n";
 foreach my $name (sort @names) {
-    if (defined $ENV{$name}) {
+    if (defined $ENV{$name} && length $ENV{$name}) {
         print "$name=$ENV{$name}\n";
     } else {
         print "$name unset\n";

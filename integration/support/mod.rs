@@ -176,6 +176,36 @@ pub fn example_module(name: &str) -> PathBuf {
 }
 
 /// Lines of `text` that start with `prefix`.
+/// Where `scripts/fetch-interpreters` put the WASI interpreters for the
+/// tests: `$WCGID_INTERPRETERS`, else `~/.cache/wcgid/interpreters`.
+pub fn interpreters() -> Result<PathBuf, String> {
+    let dir = std::env::var_os("WCGID_INTERPRETERS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache/wcgid/interpreters")
+        });
+    for file in ["perl.wasm", "python.wasm"] {
+        if !dir.join(file).is_file() {
+            return Err(format!(
+                "{} is missing: run scripts/fetch-interpreters {} (scripts/test does)",
+                dir.join(file).display(),
+                dir.display()
+            ));
+        }
+    }
+    Ok(dir)
+}
+
+/// A cache directory kept between test runs, for modules that take long to
+/// snapshot and compile (the interpreters): `~/.cache/wcgid/test-<name>`.
+pub fn shared_cache_dir(name: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(format!(".cache/wcgid/test-{name}"));
+    std::fs::create_dir_all(&dir).expect("create the shared cache directory");
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).expect("make the cache private");
+    dir
+}
+
 pub fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(prefix)).collect()
 }

@@ -364,7 +364,9 @@ impl CgiBin {
         // argv as execve(2) gives it for a #! line: the program, its words,
         // the script.
         let mut args = CStrings::default();
-        let program = line.as_ref().map_or(interpreter.config.name.as_str(), |l| l.program.as_str());
+        let program = line
+            .as_ref()
+            .map_or(interpreter.config.name.as_str(), |l| l.program.as_str());
         args.push(&[program.as_bytes()]);
         for word in line.iter().flat_map(|l| &l.args) {
             args.push(&[word.as_bytes()]);

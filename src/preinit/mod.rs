@@ -181,10 +181,7 @@ fn capture(
     launch: Launch,
     init: &mut dyn sandbox::Initializer,
 ) -> Result<sandbox::Snapshot, Error> {
-    let refused = |why: String| Error::Refused {
-        path: path.into(),
-        why,
-    };
+    let refused = |why: String| Error::Refused { path: path.into(), why };
     if let Some(import) = &shape.stateful_import {
         return Err(refused(format!(
             "it imports {import}; the state of imported memories, globals and tables lives outside the module"
@@ -196,10 +193,7 @@ fn capture(
         )));
     }
     let probe = shape.probe();
-    let instrumented = instrument(wasm, &probe).map_err(|why| Error::Invalid {
-        path: path.into(),
-        why,
-    })?;
+    let instrumented = instrument(wasm, &probe).map_err(|why| Error::Invalid { path: path.into(), why })?;
     Ok(engine.snapshot(
         path,
         &instrumented,

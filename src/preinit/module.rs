@@ -160,7 +160,10 @@ mod tests {
         let out = sections.finish();
         wasmparser::validate(&out).unwrap();
         let module = wasmer::Module::new(&wasmer::Engine::default(), &out).unwrap();
-        assert_eq!(module.custom_sections("wcgid.test").next().as_deref(), Some(&b"\x01"[..]));
+        assert_eq!(
+            module.custom_sections("wcgid.test").next().as_deref(),
+            Some(&b"\x01"[..])
+        );
     }
 
     #[test]

@@ -31,8 +31,8 @@ pub use interrupt::Interrupt;
 pub fn memory_reset_method() -> &'static str {
     written::Tracker::method()
 }
-pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
 pub use wasi::snapshot::{Calls, Guest, Initializer};
+pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
 
 /// The custom section that marks a module as an interpreter snapshot which
 /// takes its request on stdin (see [`Program::takes_request_on_stdin`]);
@@ -315,8 +315,17 @@ impl Engine {
         let imports =
             wasi::resolve_imports(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = open_mounts(mounts)?;
-        wasi::snapshot::take(&self.engine, &module, &imports, preopens, (args, env), stdio, init, probe)
-            .map_err(|why| Error::Init { path: path.into(), why })
+        wasi::snapshot::take(
+            &self.engine,
+            &module,
+            &imports,
+            preopens,
+            (args, env),
+            stdio,
+            init,
+            probe,
+        )
+        .map_err(|why| Error::Init { path: path.into(), why })
     }
 
     /// The module compiled for serving, with `checks`, the engine that

@@ -39,7 +39,7 @@ use crate::sandbox::{self, CStrings, Engine, Mount};
 
 /// An interpreter's snapshot, ready to load.
 pub struct Snapshot {
-    /// Where the module is (in the cache, or a temporary directory).
+    /// Where the module is (in the cache, or in a temporary directory).
     pub path: PathBuf,
     /// What every instance must be given, in this order.
     pub mounts: Vec<Mount>,
@@ -60,10 +60,6 @@ pub fn snapshot(
         path: path.clone(),
         source,
     })?;
-    let dev = DevNull::new().map_err(|source| Error::Write {
-        path: std::env::temp_dir(),
-        source,
-    })?;
     let mut mounts: Vec<Mount> = interpreter
         .lib
         .iter()
@@ -73,26 +69,31 @@ pub fn snapshot(
             guest: dir.to_string_lossy().into_owned(),
         })
         .collect();
-    mounts.push(dev.mount());
+    let temporary = match cache_dir {
+        Some(_) => None,
+        None => Some(tempfile::tempdir().map_err(|source| Error::Write {
+            path: std::env::temp_dir(),
+            source,
+        })?),
+    };
+    let dir = match (&temporary, cache_dir) {
+        (Some(temporary), _) => temporary.path().to_path_buf(),
+        (None, Some(cache)) => cache.join("interpreters"),
+        (None, None) => unreachable!("a temporary directory without a cache"),
+    };
+    let support_dir = dir.join("support");
+    mounts.extend(
+        support(&support_dir, interpreter.driver).map_err(|source| Error::Write {
+            path: support_dir.clone(),
+            source,
+        })?,
+    );
     let boot = match interpreter.driver {
         Driver::Perl => perl::BOOT,
         Driver::Python => python::BOOT,
     };
     let key = key(&wasm, interpreter, boot, &mounts);
-    let (file, temporary) = match cache_dir {
-        Some(dir) => (
-            dir.join("interpreters")
-                .join(format!("{}-{}.wasm", interpreter.name, &key[..16])),
-            None,
-        ),
-        None => {
-            let dir = tempfile::tempdir().map_err(|source| Error::Write {
-                path: std::env::temp_dir(),
-                source,
-            })?;
-            (dir.path().join("snapshot.wasm"), Some(dir))
-        }
-    };
+    let file = dir.join(format!("{}-{}.wasm", interpreter.name, &key[..16]));
     if !file.exists() {
         let started = std::time::Instant::now();
         let output = build(engine, path, &wasm, interpreter, &mounts)?;
@@ -135,6 +136,14 @@ fn build(
     let lib = std::env::join_paths(&interpreter.lib).map_err(|e| invalid(e.to_string()))?;
     let (snapshot, changes) = match interpreter.driver {
         Driver::Perl => {
+            let lib = std::env::join_paths(
+                interpreter
+                    .lib
+                    .iter()
+                    .map(PathBuf::as_path)
+                    .chain([Path::new(PERL_COMPAT)]),
+            )
+            .map_err(|e| invalid(e.to_string()))?;
             env.push(&[b"PERL5LIB=", lib.as_encoded_bytes()]);
             let launch = Launch {
                 mounts,
@@ -165,8 +174,13 @@ fn build(
 /// What a snapshot depends on, hashed.
 fn key(wasm: &[u8], interpreter: &Interpreter, boot: &str, mounts: &[Mount]) -> String {
     let mut hash = Sha256::new();
+    let support: Vec<u8> = SUPPORT
+        .iter()
+        .flat_map(|(name, content)| [name.as_bytes(), content.as_bytes()].concat())
+        .collect();
     for part in [
         env!("CARGO_PKG_VERSION").as_bytes(),
+        &support,
         interpreter.driver.name().as_bytes(),
         boot.as_bytes(),
         &Sha256::digest(wasm),
@@ -213,31 +227,41 @@ fn candidates(driver: Driver, module: &str) -> Vec<PathBuf> {
     }
 }
 
-/// A directory holding an empty file `null`, mounted as `/dev`: zeroperl's
-/// boot opens `/dev/null`, and reading an empty file is what reading it
-/// gives. The same directory (by path) must be mounted for every instance,
-/// so it lives at a fixed place.
-struct DevNull {
-    dir: PathBuf,
-}
+/// Files wcgid gives interpreters, written under a directory of their own
+/// (in the cache, so that every instance mounts the very path its snapshot
+/// was taken with):
+/// - `dev/null`, an empty file, mounted as `/dev`: zeroperl's boot opens
+///   `/dev/null`, and reading an empty file is what reading it gives;
+/// - `perl5/`, mounted at [`PERL_COMPAT`]: pure-Perl stand-ins for modules
+///   whose originals need XS, which no WASI Perl can load (see each file).
+const SUPPORT: [(&str, &str); 2] = [
+    ("dev/null", ""),
+    ("perl5/HTML/Entities.pm", include_str!("perl5/HTML/Entities.pm")),
+];
+/// Where the Perl stand-ins are, in the guest: searched after the host's
+/// library directories.
+const PERL_COMPAT: &str = "/usr/share/wcgid/perl5";
 
-impl DevNull {
-    fn new() -> std::io::Result<DevNull> {
-        let dir = std::env::temp_dir().join(format!("wcgid-dev-{}", nix::unistd::getuid()));
-        std::fs::create_dir_all(&dir)?;
-        let null = dir.join("null");
-        if std::fs::metadata(&null).map(|m| m.len()).unwrap_or(1) != 0 {
-            std::fs::write(&null, b"")?;
-        }
-        Ok(DevNull { dir })
-    }
-
-    fn mount(&self) -> Mount {
-        Mount {
-            host: self.dir.clone(),
-            guest: "/dev".into(),
+/// Writes [`SUPPORT`] under `dir` where it differs; returns the mounts.
+fn support(dir: &Path, driver: Driver) -> std::io::Result<Vec<Mount>> {
+    for (name, content) in SUPPORT {
+        let path = dir.join(name);
+        if std::fs::read(&path).ok().as_deref() != Some(content.as_bytes()) {
+            std::fs::create_dir_all(path.parent().expect("a relative path with a directory"))?;
+            write_atomically(&path, content.as_bytes())?;
         }
     }
+    let mut mounts = vec![Mount {
+        host: dir.join("dev"),
+        guest: "/dev".into(),
+    }];
+    if driver == Driver::Perl {
+        mounts.push(Mount {
+            host: dir.join("perl5"),
+            guest: PERL_COMPAT.into(),
+        });
+    }
+    Ok(mounts)
 }
 
 /// Writes `text` into the guest as a C string, in memory from its `malloc`.

@@ -32,7 +32,10 @@ impl sandbox::Initializer for Boot {
         // (code, context 0 = void, argc, argv)
         if guest.call_i32("zeroperl_eval", &[boot, 0, 0, 0])? != 0 {
             let error = guest.call_i32("zeroperl_last_error", &[])?;
-            return Err(format!("the boot script failed: {}", guest.read_c_string(error as u32)?));
+            return Err(format!(
+                "the boot script failed: {}",
+                guest.read_c_string(error as u32)?
+            ));
         }
         self.serve = Some(c_string(guest, "WCGID::serve()")?);
         Ok(())

@@ -52,7 +52,10 @@ impl sandbox::Initializer for Boot {
 impl Boot {
     pub fn changes(&self) -> Changes {
         Changes {
-            custom: vec![(INTERPRETER_SECTION, self.data.unwrap_or_default().to_le_bytes().to_vec())],
+            custom: vec![(
+                INTERPRETER_SECTION,
+                self.data.unwrap_or_default().to_le_bytes().to_vec(),
+            )],
             ..Changes::default()
         }
     }

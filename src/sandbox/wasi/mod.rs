@@ -228,7 +228,14 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
         let rewind = instance
             .exports
             .get_typed_function::<i32, ()>(store, "asyncify_start_rewind")
-            .and_then(|start| Ok((start, instance.exports.get_typed_function::<(), ()>(store, "asyncify_stop_rewind")?)));
+            .and_then(|start| {
+                Ok((
+                    start,
+                    instance
+                        .exports
+                        .get_typed_function::<(), ()>(store, "asyncify_stop_rewind")?,
+                ))
+            });
         let Ok((start, stop)) = rewind else {
             return Outcome::Trap("exports changed since load".into());
         };

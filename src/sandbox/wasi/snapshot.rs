@@ -85,10 +85,11 @@ impl Guest<'_> {
             .exports
             .get_function(name)
             .map_err(|e| format!("cannot call `{name}`: {e}"))?;
-        func.call(self.store, args).map_err(|e| match e.downcast::<super::ExitCode>() {
-            Ok(super::ExitCode(code)) => format!("`{name}` exited with status {code}"),
-            Err(e) => format!("`{name}` trapped: {}", e.message()),
-        })
+        func.call(self.store, args)
+            .map_err(|e| match e.downcast::<super::ExitCode>() {
+                Ok(super::ExitCode(code)) => format!("`{name}` exited with status {code}"),
+                Err(e) => format!("`{name}` trapped: {}", e.message()),
+            })
     }
 
     /// Calls the export `name`, which returns an i32.
