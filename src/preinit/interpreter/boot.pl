@@ -50,6 +50,11 @@ sub serve {
     $^W = 1 if grep { /\A-[a-zA-Z]*w/ } @switches;
     $0 = $script;
     @ARGV = ();
+    # Perl perturbs hash order with random bits of its process
+    # (PERL_PERTURB_KEYS), frozen in the snapshot; insertions stir them.
+    # rand is seeded afresh in every request, so requests iterate hashes
+    # in differing orders, as separate perl processes do.
+    { my %stir; $stir{$_} = undef for 1 .. 1 + int rand 256; }
     (my $dir = $script) =~ s{/[^/]*\z}{};
     chdir($dir eq '' ? '/' : $dir);
     unless (-r $script) {

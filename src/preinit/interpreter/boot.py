@@ -7,14 +7,22 @@
 # u32 length of the rest, u32 argc, then argv and the environment as
 # NUL-terminated strings. argv is the #! line's program and words, then the
 # script's path.
+import atexit
 import os
+import pkgutil  # runpy.run_path imports it at its first call
+import runpy
 import sys
+import traceback
+import warnings
 
 
 def _wcgid_preload():
     for name in os.environ.get("WCGID_PRELOAD", "").split():
         try:
-            __import__(name)
+            with warnings.catch_warnings():
+                # Said by the script's own import, in its request's log.
+                warnings.simplefilter("ignore", DeprecationWarning)
+                __import__(name)
         except Exception as e:
             print(f"wcgid: cannot preload {name}: {e!r}", file=sys.stderr)
 
@@ -48,8 +56,6 @@ def _wcgid_serve():
         sys.modules["random"].seed()
     code = 0
     try:
-        import runpy
-
         runpy.run_path(script, run_name="__main__")
     except SystemExit as e:
         if e.code is None:
@@ -60,12 +66,8 @@ def _wcgid_serve():
             print(e.code, file=sys.stderr)
             code = 1
     except BaseException:
-        import traceback
-
         traceback.print_exc()
         code = 1
-    import atexit
-
     atexit._run_exitfuncs()
     for stream in (sys.stdout, sys.stderr):
         try:
