@@ -18,6 +18,7 @@ mod cli_tests;
 mod fastcgi_tests;
 mod gateway_tests;
 mod http_tests;
+mod migrate_tests;
 mod status_tests;
 
 use std::cell::RefCell;
@@ -43,6 +44,7 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
         gateway_tests::TESTS,
         cgi_bin_tests::TESTS,
         cli_tests::TESTS,
+        migrate_tests::TESTS,
         status_tests::TESTS,
     ]
     .into_iter()
