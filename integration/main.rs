@@ -19,6 +19,7 @@ mod fastcgi_tests;
 mod gateway_tests;
 mod http_tests;
 mod legacy_tests;
+mod migrate_tests;
 mod status_tests;
 
 use std::cell::RefCell;
@@ -45,6 +46,7 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
         cgi_bin_tests::TESTS,
         cli_tests::TESTS,
         legacy_tests::TESTS,
+        migrate_tests::TESTS,
         status_tests::TESTS,
     ]
     .into_iter()

@@ -1,10 +1,12 @@
-//! The `wcgid` command line: `serve` (the default), `check`, `status` and
-//! `preinit`.
+//! The `wcgid` command line: `serve` (the default), `check`, `status`,
+//! `preinit` and `migrate`.
 //!
 //! Exit codes: 0 on success, 64 (EX_USAGE) when the configuration or a module
 //! it names is unusable, 1 when serving fails; `status`: 69
 //! (EX_UNAVAILABLE) when the admin socket does not answer, 1 when it
-//! answers with an error.
+//! answers with an error; `migrate`: 64 for a directory, interpreter or
+//! output file it cannot use, 1 when it cannot write, 70 (EX_SOFTWARE) when
+//! what it wrote does not load.
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -13,6 +15,7 @@ use clap::{Parser, Subcommand};
 
 use crate::cgi::Router;
 use crate::config::{Config, Listen};
+use crate::migrate;
 use crate::preinit;
 use crate::sandbox::{Engine, Mount};
 use crate::status;
@@ -43,6 +46,9 @@ enum Command {
     /// Pre-initialize a module, Wizer-compatibly: run its init function and
     /// write a module that starts from the state it left.
     Preinit(PreinitArgs),
+    /// Read a cgi-bin directory of Perl and Python CGI scripts, say which run
+    /// as they are, and write the configuration that serves it.
+    Migrate(MigrateArgs),
     /// A worker process, started by `serve` (not for use by hand).
     #[command(name = "__worker", hide = true)]
     Worker,
@@ -65,6 +71,31 @@ struct PreinitArgs {
     /// A host directory the init may read, at a guest path (repeatable).
     #[arg(long = "mount", value_name = "HOST::GUEST", value_parser = parse_mount)]
     mounts: Vec<Mount>,
+}
+
+#[derive(clap::Args)]
+struct MigrateArgs {
+    /// The cgi-bin directory (only read).
+    #[arg(value_name = "SRC_DIR")]
+    source: PathBuf,
+    /// The directory of the interpreters, perl.wasm and python.wasm
+    /// (`scripts/fetch-interpreters DIR` downloads them).
+    #[arg(long, value_name = "DIR")]
+    interpreters: PathBuf,
+    /// Where wcgid will listen.
+    #[arg(
+        long,
+        value_name = "unix:PATH|tcp:IP:PORT",
+        value_parser = crate::config::parse_listen,
+        default_value = crate::config::DEFAULT_LISTEN
+    )]
+    listen: Listen,
+    /// Replace the output file if it exists.
+    #[arg(long)]
+    force: bool,
+    /// Where to write the configuration.
+    #[arg(short, long, value_name = "OUT.toml")]
+    output: PathBuf,
 }
 
 #[derive(clap::Args)]
@@ -120,6 +151,9 @@ pub fn main() -> ExitCode {
     }
     if let Some(Command::Status(args)) = cli.command {
         return status(&cli.config, args);
+    }
+    if let Some(Command::Migrate(args)) = cli.command {
+        return migrate(args);
     }
     let config = match Config::load(&cli.config) {
         Ok(config) => config,
@@ -198,7 +232,7 @@ pub fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Command::Preinit(_) | Command::Status(_) => unreachable!("handled above"),
+        Command::Preinit(_) | Command::Status(_) | Command::Migrate(_) => unreachable!("handled above"),
     }
 }
 
@@ -278,6 +312,27 @@ fn preinit(args: PreinitArgs) -> ExitCode {
                 preinit::Error::Invalid { .. } | preinit::Error::Refused { .. } => ExitCode::from(65),
                 _ => ExitCode::FAILURE,
             }
+        }
+    }
+}
+
+/// `wcgid migrate`: the report on stdout, once the configuration is written.
+fn migrate(args: MigrateArgs) -> ExitCode {
+    let options = migrate::Options {
+        source: args.source,
+        interpreters: args.interpreters,
+        listen: args.listen,
+        force: args.force,
+        output: args.output,
+    };
+    match migrate::run(&options) {
+        Ok(migration) => {
+            print!("{migration}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            tracing::error!("{e}");
+            ExitCode::from(e.exit_code())
         }
     }
 }

@@ -55,6 +55,9 @@ struct RawAdmin {
     force_socket_mode: bool,
 }
 
+/// `server.listen` when the file sets none.
+pub const DEFAULT_LISTEN: &str = "unix:/run/wcgid/wcgid.sock";
+
 fn default_socket_mode() -> String {
     "0660".into()
 }
@@ -76,7 +79,7 @@ struct RawServer {
 impl Default for RawServer {
     fn default() -> Self {
         RawServer {
-            listen: "unix:/run/wcgid/wcgid.sock".into(),
+            listen: DEFAULT_LISTEN.into(),
             socket_mode: default_socket_mode(),
             socket_group: None,
             force_socket_mode: false,
@@ -326,7 +329,7 @@ impl Driver {
 
     /// The `#!` names and extensions an interpreter of this kind answers to
     /// unless configured otherwise.
-    fn defaults(self) -> (&'static [&'static str], &'static [&'static str]) {
+    pub fn defaults(self) -> (&'static [&'static str], &'static [&'static str]) {
         match self {
             Driver::Perl => (&["perl", "perl5"], &["pl"]),
             Driver::Python => (&["python", "python3"], &["py"]),

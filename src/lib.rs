@@ -17,9 +17,10 @@
 //! running, and a worker's main loop.
 //!
 //! Beside them: [`config`] reads and validates the configuration,
-//! [`preinit`] is the Wizer-compatible snapshot tool, [`status`] counts
-//! requests and serves the status page, metrics and ping on the admin
-//! socket, [`cli`] is the command line.
+//! [`preinit`] is the Wizer-compatible snapshot tool, [`migrate`] turns a
+//! cgi-bin of Perl and Python scripts into a configuration and says which
+//! scripts cannot run, [`status`] counts requests and serves the status
+//! page, metrics and ping on the admin socket, [`cli`] is the command line.
 
 #![deny(unsafe_code)]
 
@@ -28,6 +29,7 @@ pub mod cli;
 pub mod config;
 pub mod fastcgi;
 pub mod listener;
+pub mod migrate;
 pub mod preinit;
 pub mod sandbox;
 pub mod status;

@@ -13,6 +13,9 @@
 //! by the module, 32-bit and not shared, every active segment at a constant
 //! offset inside the initial memory, and enough data for mapping to beat
 //! copying. Anything else is compiled as it is and Wasmer copies its data.
+//!
+//! [`initial_memory`] also serves `wcgid migrate`, which reads the files an
+//! interpreter embeds from the memory it starts with.
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
 use wasmparser::{DataKind, Operator, Parser, Payload, TypeRef};
@@ -31,9 +34,9 @@ pub struct Prepared {
 /// Splits `wasm` into a module without data and an image, where it can.
 /// Errors only for bytes that are not a valid module.
 pub fn prepare(wasm: &[u8]) -> Result<Prepared, String> {
-    let image = match build_image(wasm).map_err(|e| e.to_string())? {
-        Some(image) => image,
-        None => {
+    let image = match initial_memory(wasm).map_err(|e| e.to_string())? {
+        Some(memory) if memory.data_bytes >= IMAGE_FROM => memory.bytes,
+        _ => {
             return Ok(Prepared {
                 module: wasm.to_vec(),
                 image: None,
@@ -53,9 +56,17 @@ pub fn prepare(wasm: &[u8]) -> Result<Prepared, String> {
     })
 }
 
+/// A memory as instantiation leaves it.
+pub struct InitialMemory {
+    /// Up to the end of the last active segment; zeroes beyond.
+    pub bytes: Vec<u8>,
+    /// The bytes of the active segments, together.
+    pub data_bytes: usize,
+}
+
 /// The initial contents of the module's only memory, if the module fits the
 /// simple case.
-fn build_image(wasm: &[u8]) -> wasmparser::Result<Option<Vec<u8>>> {
+pub fn initial_memory(wasm: &[u8]) -> wasmparser::Result<Option<InitialMemory>> {
     let mut memories = 0;
     let mut minimum = 0u64;
     let mut segments: Vec<(u64, &[u8])> = Vec::new();
@@ -103,7 +114,7 @@ fn build_image(wasm: &[u8]) -> wasmparser::Result<Option<Vec<u8>>> {
     }
     let total: usize = segments.iter().map(|(_, d)| d.len()).sum();
     let end = segments.iter().map(|(at, d)| at + d.len() as u64).max().unwrap_or(0);
-    if memories != 1 || total < IMAGE_FROM || end > minimum {
+    if memories != 1 || end > minimum {
         return Ok(None);
     }
     let mut image = vec![0u8; end as usize];
@@ -111,7 +122,10 @@ fn build_image(wasm: &[u8]) -> wasmparser::Result<Option<Vec<u8>>> {
     for (at, data) in segments {
         image[at as usize..at as usize + data.len()].copy_from_slice(data);
     }
-    Ok(Some(image))
+    Ok(Some(InitialMemory {
+        bytes: image,
+        data_bytes: total,
+    }))
 }
 
 /// Copies a module without the bytes of its active data segments: the

@@ -24,6 +24,7 @@ mod written;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub use image::{InitialMemory, initial_memory};
 pub use interrupt::Interrupt;
 
 /// How this process resets guest memories between requests (see

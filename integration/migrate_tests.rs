@@ -1,0 +1,244 @@
+//! `wcgid migrate` on a cgi-bin built in the test's directory: a portable
+//! Perl and Python script, one using an XS module (POSIX), a shell script, a
+//! PHP page and a native program. The report names each and why, the
+//! configuration written passes `wcgid check`, the directory is left as it
+//! was, and bad input exits 64 as `check` does.
+//!
+//! The interpreters are /tmp/interp's zeroperl.wasm and python.wasm when
+//! present, else stand-ins that hold just what the built-in scan reads: a
+//! Perl library in `Config.pm`'s directories, a Python zip directory and
+//! inittab (see src/migrate/builtin.rs).
+
+use std::collections::BTreeMap;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::support::daemon::{self, Finished};
+use crate::support::tests;
+
+tests! {
+    Alone migrate_reports_each_script_and_writes_a_config_that_checks,
+    Alone migrate_refuses_bad_input_with_64,
+}
+
+const RUN_TIMEOUT: Duration = Duration::from_secs(60);
+const REAL_INTERPRETERS: &str = "/tmp/interp";
+
+/// The cgi-bin: `(name, text)`; `true` is /bin/true, copied.
+const SITE: &[(&str, &str)] = &[
+    (
+        "hello.pl",
+        "#!/usr/bin/perl -wT\nuse strict;\nuse warnings;\nuse FindBin;\nuse lib \"$FindBin::Bin/lib\";\n\
+         use List::Util qw(sum);\nuse Site::Page;\nprint \"Content-Type: text/plain\\n\\n\", sum(1, 2), \"\\n\";\n",
+    ),
+    ("lib/Site/Page.pm", "package Site::Page;\nuse strict;\n1;\n"),
+    (
+        "when.cgi",
+        "#!/usr/bin/perl\nuse strict;\nuse POSIX qw(strftime);\nprint \"Content-Type: text/plain\\n\\n\";\n",
+    ),
+    (
+        "greet.py",
+        "#!/usr/bin/env python3\nimport os, sys, json\nfrom helpers import greet\n\
+         print('Content-Type: text/plain\\n')\nprint(greet(os.environ.get('QUERY_STRING', '')))\n",
+    ),
+    ("helpers.py", "def greet(name):\n    return 'Hello, ' + name\n"),
+    (
+        "uptime.sh",
+        "#!/bin/sh\necho 'Content-Type: text/plain'\necho\nuptime\n",
+    ),
+    ("index.php", "<?php echo 'hello'; ?>\n"),
+    ("notes.txt", "not a script\n"),
+];
+
+/// Writes [`SITE`] under `dir/site/cgi-bin`, with an interpreters directory
+/// `dir/interpreters`. Returns both.
+fn site(dir: &Path) -> (PathBuf, PathBuf) {
+    let root = dir.join("site/cgi-bin");
+    for (name, text) in SITE {
+        let path = root.join(name);
+        std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    std::fs::copy("/bin/true", root.join("true")).unwrap();
+    let interpreters = dir.join("interpreters");
+    std::fs::create_dir_all(&interpreters).unwrap();
+    let real = Path::new(REAL_INTERPRETERS);
+    if real.join("zeroperl.wasm").is_file() && real.join("python.wasm").is_file() {
+        std::os::unix::fs::symlink(real.join("zeroperl.wasm"), interpreters.join("perl.wasm")).unwrap();
+        std::os::unix::fs::symlink(real.join("python.wasm"), interpreters.join("python.wasm")).unwrap();
+    } else {
+        println!("    note: no interpreters in {REAL_INTERPRETERS}; stand-ins give the built-in modules");
+        std::fs::write(interpreters.join("perl.wasm"), stand_in_perl()).unwrap();
+        std::fs::write(interpreters.join("python.wasm"), stand_in_python()).unwrap();
+    }
+    (root, interpreters)
+}
+
+/// A module whose memory holds `data` at 1024.
+fn module(data: &[u8], extra: &str) -> Vec<u8> {
+    let hex: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
+    let wat = format!("(module (memory 1) {extra} (data (i32.const 1024) \"{hex}\"))");
+    wasmer::wat2wasm(wat.as_bytes()).unwrap().into_owned()
+}
+
+fn stand_in_perl() -> Vec<u8> {
+    let mut data = b"    privlibexp => '/zp/lib',\n\0".to_vec();
+    for module in ["strict", "warnings", "lib", "FindBin", "List/Util", "Carp"] {
+        data.extend(format!("/zp/lib/{module}.pm\0").as_bytes());
+    }
+    module(&data, "")
+}
+
+fn stand_in_python() -> Vec<u8> {
+    // A zip's central directory of os.pyc and json/__init__.pyc, and its end.
+    let mut data = Vec::new();
+    let names = ["os.pyc", "json/__init__.pyc"];
+    for name in names {
+        let mut header = vec![0u8; 46];
+        header[..4].copy_from_slice(b"PK\x01\x02");
+        header[28..30].copy_from_slice(&(name.len() as u16).to_le_bytes());
+        data.extend(header);
+        data.extend(name.as_bytes());
+    }
+    let mut end = vec![0u8; 22];
+    end[..4].copy_from_slice(b"PK\x05\x06");
+    end[10..12].copy_from_slice(&(names.len() as u16).to_le_bytes());
+    end[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
+    data.extend(end);
+    // An inittab: {"builtins", 0}, {"sys", 0}, {0, 0}, pointing at its names.
+    while data.len() % 4 != 0 {
+        data.push(0);
+    }
+    let names_at = 1024 + data.len() as u32 + 24;
+    for word in [names_at, 0, names_at + 9, 0, 0, 0] {
+        data.extend(word.to_le_bytes());
+    }
+    data.extend(b"builtins\0sys\0");
+    module(&data, "(table 1 funcref)")
+}
+
+/// Every path under `root` with its size, mode and modification time.
+fn tree(root: &Path) -> BTreeMap<PathBuf, (u64, u32, i64, i64)> {
+    let mut seen = BTreeMap::new();
+    let mut dirs = vec![root.to_owned()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = path.symlink_metadata().unwrap();
+            if meta.is_dir() {
+                dirs.push(path.clone());
+            }
+            seen.insert(path, (meta.len(), meta.mode(), meta.mtime(), meta.mtime_nsec()));
+        }
+    }
+    seen
+}
+
+fn migrate(dir: &Path, root: &Path, interpreters: &Path, output: &Path, extra: &[&str]) -> Finished {
+    let paths = [root, interpreters, output].map(|p| p.display().to_string());
+    let mut args = vec!["migrate", &paths[0], "--interpreters", &paths[1], "-o", &paths[2]];
+    args.extend_from_slice(extra);
+    daemon::run(dir, &args, &[], RUN_TIMEOUT)
+}
+
+/// The report's line for `name`.
+fn line<'a>(report: &'a str, name: &str) -> &'a str {
+    report
+        .lines()
+        .find(|l| l.trim_start().starts_with(&format!("{name} ")))
+        .unwrap_or_else(|| panic!("no line for {name} in:\n{report}"))
+}
+
+fn migrate_reports_each_script_and_writes_a_config_that_checks(dir: &Path) {
+    // As migrate writes it.
+    let dir = &dir.canonicalize().unwrap();
+    let (root, interpreters) = site(dir);
+    let output = dir.join("legacy.toml");
+    let before = tree(&dir.join("site"));
+    let run = migrate(dir, &root, &interpreters, &output, &[]);
+    assert!(run.status.success(), "{}; stderr:\n{}", run.status, run.stderr);
+    let report = &run.stdout;
+    for (name, needles) in [
+        ("hello.pl", &["Perl", "portable with warnings", "taint"][..]),
+        ("greet.py", &["Python", "portable"]),
+        ("when.cgi", &["Perl", "not portable", "POSIX is XS/C"]),
+        ("uptime.sh", &["shell", "not portable", "no fork/exec"]),
+        ("index.php", &["PHP", "not portable", "no WASI build of PHP"]),
+        ("true", &["ELF", "rebuild for WASI"]),
+        ("helpers.py", &["not a script"]),
+        ("lib/", &["not a script", "module tree"]),
+        ("notes.txt", &["not a script"]),
+    ] {
+        let line = line(report, name);
+        for needle in needles {
+            assert!(line.contains(needle), "{name}: {needle:?} not in {line:?}\n{report}");
+        }
+    }
+    assert!(!line(report, "greet.py").contains("not portable"), "{report}");
+    assert!(report.contains("3 not portable"), "{report}");
+    // The modules of the scripts that do not have them all built in.
+    for (module, needles) in [
+        ("Site::Page", &["line 7", "host, pure", "/lib)"][..]),
+        ("POSIX", &["line 3", "host, XS/C"]),
+        ("helpers", &["line 3", "host, pure"]),
+    ] {
+        let line = line(report, module);
+        for needle in needles {
+            assert!(line.contains(needle), "{module}: {needle:?} not in {line:?}\n{report}");
+        }
+    }
+    assert!(report.contains("ProxyPassMatch \"^/cgi-bin/(.*)$\""), "{report}");
+    assert!(
+        report.contains(&format!("root {};", dir.join("site").display())),
+        "{report}"
+    );
+    assert_eq!(tree(&dir.join("site")), before, "migrate changed the cgi-bin");
+
+    let config = std::fs::read_to_string(&output).unwrap();
+    for needle in [
+        format!("root = \"{}\"", root.display()),
+        format!("module = \"{}\"", interpreters.join("perl.wasm").display()),
+        format!("lib = [\"{}\"]", root.join("lib").display()),
+        "preload = [\"FindBin\", \"List::Util\"]".into(),
+        "preload = [\"json\", \"os\", \"sys\"]".into(),
+    ] {
+        assert!(config.contains(&needle), "{needle:?} not in:\n{config}");
+    }
+    let check = daemon::run(dir, &["check", "-c", &output.display().to_string()], &[], RUN_TIMEOUT);
+    assert!(check.status.success(), "{}; stderr:\n{}", check.status, check.stderr);
+}
+
+fn migrate_refuses_bad_input_with_64(dir: &Path) {
+    let (root, interpreters) = site(dir);
+    let output = dir.join("out.toml");
+    let refused = |run: Finished, needles: &[&str]| {
+        assert_eq!(run.status.code(), Some(64), "stderr:\n{}", run.stderr);
+        for needle in needles {
+            assert!(run.stderr.contains(needle), "{needle:?} not in:\n{}", run.stderr);
+        }
+    };
+    let missing = dir.join("no-such-cgi-bin");
+    refused(
+        migrate(dir, &missing, &interpreters, &output, &[]),
+        &[&missing.display().to_string()],
+    );
+    let empty = dir.join("no-interpreters");
+    std::fs::create_dir_all(&empty).unwrap();
+    refused(
+        migrate(dir, &root, &empty, &output, &[]),
+        &["perl.wasm", "scripts/fetch-interpreters"],
+    );
+    std::fs::write(&output, "# mine\n").unwrap();
+    refused(migrate(dir, &root, &interpreters, &output, &[]), &["exists", "--force"]);
+    assert_eq!(std::fs::read_to_string(&output).unwrap(), "# mine\n");
+    let forced = migrate(dir, &root, &interpreters, &output, &["--force"]);
+    assert!(forced.status.success(), "stderr:\n{}", forced.stderr);
+    assert!(std::fs::read_to_string(&output).unwrap().contains("[cgi_bin]"));
+    let leftovers = std::fs::read_dir(dir).unwrap().filter(|e| {
+        let name = e.as_ref().unwrap().file_name();
+        name.to_string_lossy().starts_with(".wcgid-migrate-")
+    });
+    assert_eq!(leftovers.count(), 0, "a temporary file is left in {}", dir.display());
+}
