@@ -85,23 +85,27 @@ fn native_upstream(dir: &Path, name: &str) -> Result<Upstream, String> {
 }
 
 /// Side B, the upstream compared with the native one: wcgid, running the
-/// site's scripts with the WASI interpreters.
+/// site's scripts with the WASI interpreters, configured by `wcgid migrate`.
 fn second_upstream(dir: &Path, site: &Path) -> Result<Upstream, String> {
     let interpreters = crate::support::interpreters()?;
-    let cache = crate::support::shared_cache_dir("legacy");
     let config = dir.join("wcgid.toml");
-    let text = format!(
-        "[server]\nworkers = 2\ncache_dir = \"{cache}\"\n\n[cgi_bin]\nroot = \"{site}\"\n\n\
-         [[interpreter]]\nname = \"perl\"\nmodule = \"{perl}\"\ndriver = \"perl\"\nlib = [\"/usr/share/perl5\"]\n\
-         preload = [\"CGI\", \"CGI::Cookie\"]\n\n\
-         [[interpreter]]\nname = \"python\"\nmodule = \"{python}\"\ndriver = \"python\"\n\
-         preload = [\"cgi\", \"http.cookies\", \"html\", \"json\"]\n",
-        cache = cache.display(),
-        site = site.display(),
-        perl = interpreters.join("perl.wasm").display(),
-        python = interpreters.join("python.wasm").display(),
-    );
-    std::fs::write(&config, text).map_err(|e| format!("cannot write {}: {e}", config.display()))?;
+    let migrate = Command::new(env!("CARGO_BIN_EXE_wcgid"))
+        .arg("migrate")
+        .arg("--interpreters")
+        .arg(&interpreters)
+        .arg("-o")
+        .arg(&config)
+        .arg(site)
+        .output()
+        .map_err(|e| format!("cannot run wcgid migrate: {e}"))?;
+    if !migrate.status.success() {
+        return Err(format!(
+            "wcgid migrate failed ({}): {}{}",
+            migrate.status,
+            String::from_utf8_lossy(&migrate.stdout),
+            String::from_utf8_lossy(&migrate.stderr)
+        ));
+    }
     wcgid_for_legacy_site(dir, &config)
 }
 
@@ -113,9 +117,14 @@ pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, Stri
     let socket = dir.join("wcgid.sock");
     let listen = format!("unix:{}", socket.display());
     let admin = format!("unix:{}", dir.join("wcgid-admin.sock").display());
+    // The interpreters' snapshots and code are kept between runs: they
+    // take a minute to make.
+    let cache = crate::support::shared_cache_dir("legacy");
+    let cache = cache.to_string_lossy();
     let env = [
         ("WCGID_SERVER__LISTEN", listen.as_str()),
         ("WCGID_ADMIN__LISTEN", admin.as_str()),
+        ("WCGID_SERVER__CACHE_DIR", &*cache),
     ];
     let daemon = Daemon::start(config, &dir.join("wcgid.log"), &socket, &env)?;
     Ok(Upstream::Wcgid { daemon, socket })

@@ -50,6 +50,8 @@ sub serve {
     $^W = 1 if grep { /\A-[a-zA-Z]*w/ } @switches;
     $0 = $script;
     @ARGV = ();
+    # FindBin found $0 when the snapshot loaded it: again, for this script.
+    FindBin::again() if defined &FindBin::again;
     # Perl perturbs hash order with random bits of its process
     # (PERL_PERTURB_KEYS), frozen in the snapshot; insertions stir them.
     # rand is seeded afresh in every request, so requests iterate hashes
