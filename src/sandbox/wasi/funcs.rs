@@ -151,9 +151,9 @@ fn random_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, buf: i32, len: i32) -> i32
         let (mut at, mut left) = (addr(buf), len as u32 as usize);
         while left > 0 {
             let n = left.min(COPY_CHUNK);
-            h.scratch.resize(n, 0);
-            getrandom::fill(&mut h.scratch).map_err(|_| Errno::IO)?;
-            write_bytes(mem, at, &h.scratch)?;
+            h.buffer.resize(n, 0);
+            getrandom::fill(&mut h.buffer).map_err(|_| Errno::IO)?;
+            write_bytes(mem, at, &h.buffer)?;
             (at, left) = (at + n as u64, left - n);
         }
         Ok(())
@@ -185,13 +185,13 @@ fn fd_write<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len
         for (mut at, mut left) in iovecs(mem, iovs, iovs_len)? {
             while left > 0 {
                 let n = left.min(COPY_CHUNK);
-                h.scratch.resize(n, 0);
-                mem.read(at, &mut h.scratch).map_err(|_| Errno::FAULT)?;
+                h.buffer.resize(n, 0);
+                mem.read(at, &mut h.buffer).map_err(|_| Errno::FAULT)?;
                 let io = h.io.as_mut().expect("stdio is present until the run ends");
                 if is_stdout {
-                    io.write(&h.scratch).map_err(|_| Errno::PIPE)?;
+                    io.write(&h.buffer).map_err(|_| Errno::PIPE)?;
                 } else {
-                    io.log(&h.scratch);
+                    io.log(&h.buffer);
                 }
                 (at, left, total) = (at + n as u64, left - n, total.wrapping_add(n as u32));
             }
@@ -206,19 +206,19 @@ fn fd_read<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len:
     with_memory(env, |h, mem| {
         let iovs = iovecs(mem, iovs, iovs_len)?;
         let want = iovs.iter().map(|&(_, len)| len).sum::<usize>().min(COPY_CHUNK);
-        h.scratch.resize(want, 0);
+        h.buffer.resize(want, 0);
         let n = match h.fds.get(fd)? {
             Entry::Stdin => {
                 let io = h.io.as_mut().expect("stdio is present until the run ends");
                 // The guest may wait for more body: let what it wrote go out first.
                 io.flush().map_err(|_| Errno::PIPE)?;
-                io.read(&mut h.scratch).map_err(|_| Errno::IO)?
+                io.read(&mut h.buffer).map_err(|_| Errno::IO)?
             }
-            Entry::File(file) => fs::read_file(file, &mut h.scratch)?,
+            Entry::File(file) => fs::read_file(file, &mut h.buffer)?,
             Entry::Dir { .. } => return Err(Errno::ISDIR),
             Entry::Stdout | Entry::Stderr => return Err(Errno::BADF),
         };
-        scatter(mem, &iovs, &h.scratch[..n])?;
+        scatter(mem, &iovs, &h.buffer[..n])?;
         write_u32(mem, nread, n as u32)
     })
 }
@@ -228,13 +228,13 @@ fn fd_pread<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len
         use cap_std::fs::FileExt;
         let iovs = iovecs(mem, iovs, iovs_len)?;
         let want = iovs.iter().map(|&(_, len)| len).sum::<usize>().min(COPY_CHUNK);
-        h.scratch.resize(want, 0);
+        h.buffer.resize(want, 0);
         let n = match h.fds.get(fd)? {
-            Entry::File(file) => file.read_at(&mut h.scratch, offset as u64).map_err(fs::errno)?,
+            Entry::File(file) => file.read_at(&mut h.buffer, offset as u64).map_err(fs::errno)?,
             Entry::Dir { .. } => return Err(Errno::ISDIR),
             _ => return Err(Errno::SPIPE),
         };
-        scatter(mem, &iovs, &h.scratch[..n])?;
+        scatter(mem, &iovs, &h.buffer[..n])?;
         write_u32(mem, nread, n as u32)
     })
 }

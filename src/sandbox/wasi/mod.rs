@@ -88,7 +88,7 @@ pub struct Host<S> {
     io: Option<S>,
     fds: fs::FdTable,
     /// Reused buffer for copies between guest memory and the host.
-    scratch: Vec<u8>,
+    buffer: Vec<u8>,
     /// What the guest read that wasi-libc caches (for `wcgid preinit`).
     touched: snapshot::Touched,
 }
@@ -238,7 +238,7 @@ impl<S: Stdio> Host<S> {
             env,
             io: Some(io),
             fds: fs::FdTable::new(preopens),
-            scratch: Vec::new(),
+            buffer: Vec::new(),
             touched: snapshot::Touched::default(),
         }
     }
