@@ -3,8 +3,9 @@
 //! request's stdin, stdout and stderr.
 //!
 //! Nothing outlives a request but the compiled module and the mounted
-//! directories: memory, globals, tables and open files all belong to the
-//! request's `Store`, which is dropped when the guest returns.
+//! directories: memory, globals, tables, open files and the scratch
+//! directory (`/tmp`) all belong to the request's `Store`, which is dropped
+//! when the guest returns.
 //!
 //! # Why our own WASI host
 //! `wasmer-wasix`'s builder creates all 374 WASI/WASIX host functions for every
@@ -31,7 +32,7 @@ pub use interrupt::Interrupt;
 pub fn memory_reset_method() -> &'static str {
     written::Tracker::method()
 }
-pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
+pub use wasi::{Outcome, Probe, SCRATCH_DIR, Scalar, Snapshot, Touched};
 
 /// A compiled, linked-checked guest, shared by all of its requests.
 pub struct Program {
@@ -45,6 +46,8 @@ pub struct Program {
     preopens: Arc<[wasi::Preopen]>,
     /// Pages a memory may grow to, if lower than the module declares.
     memory_limit: Option<wasmer::Pages>,
+    /// Bytes its scratch directory may hold; 0 for none.
+    scratch: u64,
     /// Fuel of a run, for a module compiled with metering.
     fuel: Option<u64>,
     /// Where its instances' interrupt flag lies, if it has the check.
@@ -267,6 +270,7 @@ impl Engine {
             imports,
             preopens,
             memory_limit: None,
+            scratch: 0,
             fuel: metered.then_some(0),
             interrupt: interrupt::Layout::of(&module),
             module,
@@ -367,6 +371,15 @@ impl Program {
         }
         self.memory_limit = Some(wasmer::Pages(pages));
         Ok(self)
+    }
+
+    /// Gives each instance a private, empty, writable directory at
+    /// [`SCRATCH_DIR`], held in memory and dropped with the instance, of at
+    /// most `bytes` (file contents, and a small cost per file, directory
+    /// and name); 0 gives none.
+    pub fn with_scratch(mut self, bytes: u64) -> Program {
+        self.scratch = bytes;
+        self
     }
 
     /// Gives each run of this metered program `fuel` points (one per Wasm

@@ -59,7 +59,9 @@ pub fn take<S: Stdio>(
     probe: &Probe,
 ) -> Result<Snapshot, String> {
     let mut store = Store::new(engine.clone());
-    let host = FunctionEnv::new(&mut store, Host::new(args, CStrings::default(), stdio, preopens));
+    // No scratch directory: what an init writes there could not be in the
+    // snapshot anyway.
+    let host = FunctionEnv::new(&mut store, Host::new(args, CStrings::default(), stdio, preopens, 0));
     let externs: Vec<Extern> = imports
         .iter()
         .map(|name| funcs::host_function(name, &mut store, &host).expect("resolved").into())
