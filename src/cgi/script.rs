@@ -63,9 +63,9 @@ impl App {
 }
 
 /// The configured `env`, and `TMPDIR` naming the scratch directory when
-/// the guest has one and `env` does not set it: where C's `tmpfile`
-/// callers, Python's `tempfile` and Perl's `File::Temp` look first. Made
-/// once per app; a request takes its values by reference count.
+/// the guest has one and `env` does not set it: where POSIX programs,
+/// Python's `tempfile` and Perl's `File::Temp` look first. Made once per
+/// app; a request takes its values by reference count.
 fn extra_env(guest: &Guest) -> Vec<(String, Bytes)> {
     let mut env: Vec<(String, Bytes)> = guest
         .env
