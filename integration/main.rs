@@ -18,6 +18,7 @@ mod cli_tests;
 mod fastcgi_tests;
 mod gateway_tests;
 mod http_tests;
+mod scratch_tests;
 mod status_tests;
 
 use std::cell::RefCell;
@@ -39,6 +40,7 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
     [
         apache_tests::TESTS,
         http_tests::TESTS,
+        scratch_tests::TESTS,
         fastcgi_tests::TESTS,
         gateway_tests::TESTS,
         cgi_bin_tests::TESTS,
