@@ -20,6 +20,7 @@ mod gateway_tests;
 mod http_tests;
 mod legacy_tests;
 mod migrate_tests;
+mod scratch_tests;
 mod status_tests;
 
 use std::cell::RefCell;
@@ -41,6 +42,7 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
     [
         apache_tests::TESTS,
         http_tests::TESTS,
+        scratch_tests::TESTS,
         fastcgi_tests::TESTS,
         gateway_tests::TESTS,
         cgi_bin_tests::TESTS,

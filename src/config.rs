@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use serde::Deserialize;
 
-use crate::sandbox::Mount;
+use crate::sandbox::{Mount, SCRATCH_DIR};
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
@@ -149,6 +149,7 @@ struct RawLimits {
     max_output: String,
     max_stderr: String,
     fuel: u64,
+    scratch: String,
     max_params: String,
     max_params_count: usize,
 }
@@ -162,6 +163,7 @@ impl Default for RawLimits {
             max_output: "64MiB".into(),
             max_stderr: "64KiB".into(),
             fuel: 0,
+            scratch: "16MiB".into(),
             max_params: "1MiB".into(),
             max_params_count: 10_000,
         }
@@ -178,6 +180,7 @@ struct RawGuestLimits {
     max_output: Option<String>,
     max_stderr: Option<String>,
     fuel: Option<u64>,
+    scratch: Option<String>,
 }
 
 /// The guest settings shared by `[[app]]` and `[cgi_bin]` (kept as plain
@@ -233,6 +236,9 @@ pub struct Limits {
     /// Fuel (Wasmer metering points, one per operator) of a run; 0: the
     /// app's code is not metered.
     pub fuel: u64,
+    /// Bytes the guest's private `/tmp` may hold (file contents, and a small
+    /// cost per file, directory and name); 0: it has none.
+    pub scratch: u64,
 }
 
 /// A socket to listen on, and who may connect to it.
@@ -663,6 +669,16 @@ impl RawGuest {
                     "must be an absolute path like \"/data\", other than \"/\"",
                 )
             })?;
+            if limits.scratch > 0 && Path::new(&guest).starts_with(SCRATCH_DIR) {
+                return Err(invalid(
+                    format!("{key}mounts[{i}].guest"),
+                    &m.guest,
+                    format!(
+                        "{SCRATCH_DIR} is the guest's scratch directory; mount elsewhere, or set \
+                         {key}limits.scratch = \"0\" to have none"
+                    ),
+                ));
+            }
             if !guests.insert(guest.clone()) {
                 return Err(invalid(format!("{key}mounts[{i}].guest"), &m.guest, "mounted twice"));
             }
@@ -687,6 +703,8 @@ impl RawGuest {
 
 /// The largest memory a wasm32 guest can address.
 const MAX_MEMORY: u64 = 4 << 30;
+/// The largest scratch directory: held in the worker's memory.
+const MAX_SCRATCH: u64 = 4 << 30;
 const WASM_PAGE: u64 = 65536;
 
 impl RawLimits {
@@ -698,6 +716,7 @@ impl RawLimits {
             max_output: Some(self.max_output),
             max_stderr: Some(self.max_stderr),
             fuel: Some(self.fuel),
+            scratch: Some(self.scratch),
         };
         // Every field above is set, so none of these is ever read.
         let placeholder = Limits {
@@ -707,6 +726,7 @@ impl RawLimits {
             max_output: 0,
             max_stderr: 0,
             fuel: 0,
+            scratch: 0,
         };
         let limits = defaults.over(placeholder, "limits.")?;
         let bytes = parse_size(&self.max_params)
@@ -777,6 +797,7 @@ impl RawGuestLimits {
             max_output: size("max_output", self.max_output, defaults.max_output, 1024..=1 << 40)?,
             max_stderr: size("max_stderr", self.max_stderr, defaults.max_stderr as u64, 0..=1 << 30)? as usize,
             fuel: self.fuel.unwrap_or(defaults.fuel),
+            scratch: size("scratch", self.scratch, defaults.scratch, 0..=MAX_SCRATCH)?,
         })
     }
 }
@@ -1071,6 +1092,7 @@ mod tests {
             max_output: 64 << 20,
             max_stderr: 64 << 10,
             fuel: 0,
+            scratch: 16 << 20,
         };
         assert_eq!(c.apps[0].guest.limits, want);
         assert_eq!(
@@ -1094,6 +1116,49 @@ mod tests {
         // Whole Wasm pages, inherited by both.
         assert_eq!((a.memory, b.memory), (65536, 65536));
         assert_eq!((a.max_output, b.max_output), (2 << 30, 2 << 30));
+    }
+
+    #[test]
+    fn scratch_is_a_size_that_0_turns_off() {
+        let c = load(
+            "[limits]\nscratch = \"1MiB\"\n\
+             [[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\n\
+             [app.limits]\nscratch = \"0\"\n\
+             [[app]]\nname=\"b\"\nroute=\"/b\"\nmodule=\"b.wasm\"\n\
+             [cgi_bin]\nroot = \".\"\n[cgi_bin.limits]\nscratch = \"64KiB\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].guest.limits.scratch, 0);
+        assert_eq!(c.apps[1].guest.limits.scratch, 1 << 20);
+        assert_eq!(c.cgi_bin.unwrap().guest.limits.scratch, 64 << 10);
+        for (toml, needles) in [
+            ("[limits]\nscratch = \"8GiB\"\n", &["limits.scratch", "4GiB"][..]),
+            ("[limits]\nscratch = \"-1\"\n", &["limits.scratch", "MiB"]),
+            (
+                "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\".\", guest=\"/tmp/\"}]\n",
+                &["app[0].mounts[0].guest", "scratch directory", "app[0].limits.scratch"],
+            ),
+            (
+                "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\".\", guest=\"/tmp/sub\"}]\n",
+                &["app[0].mounts[0].guest"],
+            ),
+        ] {
+            let e = err(toml);
+            for needle in needles {
+                assert!(e.contains(needle), "{toml:?}: {e:?} lacks {needle:?}");
+            }
+        }
+        // Without a scratch directory, /tmp is free to mount; /tmpfoo always is.
+        let c = load(
+            "[[app]]\nname=\"a\"\nroute=\"/a\"\nmodule=\"a.wasm\"\nmounts=[{host=\".\", guest=\"/tmp\"}]\n\
+             [app.limits]\nscratch = \"0\"\n\
+             [[app]]\nname=\"b\"\nroute=\"/b\"\nmodule=\"b.wasm\"\nmounts=[{host=\".\", guest=\"/tmpfoo\"}]\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.apps[0].guest.mounts[0].guest, "/tmp");
+        assert_eq!(c.apps[1].guest.mounts[0].guest, "/tmpfoo");
     }
 
     #[test]

@@ -35,6 +35,8 @@ pub const SECRET_ENV: (&str, &str) = ("WCGID_TEST_SECRET", "leak");
 pub const SECRET: &str = "SECRET outside the mount\n";
 /// The contents of `data/file.txt`.
 pub const DATA_FILE: &str = "mounted file\n";
+/// The scratch limit of the `upload-small` app.
+pub const SMALL_SCRATCH: usize = 64 << 10;
 
 pub struct Fixture {
     // nginx first: it stops before the daemon it talks to.
@@ -74,6 +76,7 @@ impl Fixture {
             "dict-cold",
             "qjs",
             "qjs-cold",
+            "upload-c",
         ] {
             if !example_module(app).is_file() {
                 return Err(format!(
@@ -218,6 +221,13 @@ module = "{env}"
 pass_http_proxy = true
 
 [[app]]
+name = "env-no-tmp"
+route = "/env-no-tmp"
+module = "{env}"
+[app.limits]
+scratch = "0"
+
+[[app]]
 name = "counter"
 route = "/counter"
 module = "{counter}"
@@ -248,6 +258,25 @@ route = "/cases"
 module = "{cases}"
 mounts = [{{ host = "{data}", guest = "/data" }}]
 
+[[app]]
+name = "upload"
+route = "/upload"
+module = "{upload}"
+
+[[app]]
+name = "upload-small"
+route = "/upload-small"
+module = "{upload}"
+[app.limits]
+scratch = "{SMALL_SCRATCH}"
+
+[[app]]
+name = "upload-none"
+route = "/upload-none"
+module = "{upload}"
+[app.limits]
+scratch = "0"
+
 [cgi_bin]
 root = "{cgi_root}"
 env = {{ CGI_BIN = "yes" }}
@@ -264,6 +293,7 @@ env = {{ CGI_BIN = "yes" }}
         dict_cold = module("dict-cold"),
         qjs = module("qjs"),
         qjs_cold = module("qjs-cold"),
+        upload = module("upload-c"),
         data = data.display(),
         cgi_root = cgi_root.display(),
     )

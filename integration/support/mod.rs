@@ -169,6 +169,7 @@ pub fn examples() -> PathBuf {
 pub fn example_module(name: &str) -> PathBuf {
     match name {
         "hello-c" => examples().join("hello-c/hello.wasm"),
+        "upload-c" => examples().join("upload-c/upload.wasm"),
         "dict-cold" => examples().join("dict/dict-cold.wasm"),
         "qjs-cold" => examples().join("qjs/qjs-cold.wasm"),
         _ => examples().join(name).join(format!("{name}.wasm")),

@@ -74,7 +74,7 @@ impl fastcgi::Job for Job {
                 };
             }
         };
-        for (name, value) in &app.guest.env {
+        for (name, value) in &app.env {
             vars.set(name, value.clone());
         }
         let env = vars.to_env(app.guest.pass_http_proxy);

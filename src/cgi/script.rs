@@ -26,9 +26,11 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Component, Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
+use bytes::Bytes;
+
 use crate::config::{self, Guest};
 use crate::preinit;
-use crate::sandbox::{self, CStrings, Engine, Program};
+use crate::sandbox::{self, CStrings, Engine, Program, SCRATCH_DIR};
 
 use super::env::MetaVars;
 use super::shebang::Shebang;
@@ -38,6 +40,9 @@ pub struct App {
     pub name: Arc<str>,
     pub program: Program,
     pub guest: Guest,
+    /// What its requests' environment gets after their meta-variables:
+    /// see [`extra_env`].
+    pub env: Vec<(String, Bytes)>,
     /// `argv`: the script's name alone (RFC 3875 §4.4 search-string argv
     /// words are not supported).
     pub args: CStrings,
@@ -49,16 +54,34 @@ impl App {
             0 => engine.load(module, &guest.mounts)?,
             fuel => engine.load_metered(module, &guest.mounts)?.with_fuel(fuel),
         }
-        .with_memory_limit(module, guest.limits.memory)?;
+        .with_memory_limit(module, guest.limits.memory)?
+        .with_scratch(guest.limits.scratch);
         let mut args = CStrings::default();
         args.push(&[module.file_name().unwrap_or(module.as_os_str()).as_bytes()]);
         Ok(App {
             name: name.into(),
             program,
+            env: extra_env(guest),
             guest: guest.clone(),
             args,
         })
     }
+}
+
+/// The configured `env`, and `TMPDIR` naming the scratch directory when
+/// the guest has one and `env` does not set it: where POSIX programs,
+/// Python's `tempfile` and Perl's `File::Temp` look first. Made once per
+/// app; a request takes its values by reference count.
+fn extra_env(guest: &Guest) -> Vec<(String, Bytes)> {
+    let mut env: Vec<(String, Bytes)> = guest
+        .env
+        .iter()
+        .map(|(name, value)| (name.clone(), Bytes::from(value.clone())))
+        .collect();
+    if guest.limits.scratch > 0 && !env.iter().any(|(name, _)| name == "TMPDIR") {
+        env.push(("TMPDIR".into(), Bytes::from_static(SCRATCH_DIR.as_bytes())));
+    }
+    env
 }
 
 /// Where a request goes.
@@ -196,7 +219,9 @@ impl Interpreter {
             name: config.name.clone(),
             source,
         };
-        let snapshot = preinit::interpreter::snapshot(engine, config, root, engine.cache_dir()).map_err(failed)?;
+        let scratch = guest.limits.scratch;
+        let snapshot =
+            preinit::interpreter::snapshot(engine, config, root, scratch, engine.cache_dir()).map_err(failed)?;
         let program = match guest.limits.fuel {
             0 => engine.load(&snapshot.path, &snapshot.mounts),
             fuel => engine
@@ -204,7 +229,8 @@ impl Interpreter {
                 .map(|p| p.with_fuel(fuel)),
         }
         .and_then(|p| p.with_memory_limit(&snapshot.path, guest.limits.memory))
-        .map_err(|e| failed(preinit::Error::Run(e)))?;
+        .map_err(|e| failed(preinit::Error::Run(e)))?
+        .with_scratch(scratch);
         Ok(Interpreter {
             config: config.clone(),
             program,
@@ -378,6 +404,7 @@ impl CgiBin {
         let app = Arc::new(App {
             name: name.into(),
             program: interpreter.program.clone(),
+            env: extra_env(&self.guest),
             guest: self.guest.clone(),
             args,
         });
@@ -423,4 +450,38 @@ fn script_filename(vars: &MetaVars) -> Option<PathBuf> {
         None => &raw[..],
     };
     Some(PathBuf::from(OsStr::from_bytes(raw)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn guest(env: &[(&str, &str)], scratch: u64) -> Guest {
+        Guest {
+            env: env.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
+            mounts: Vec::new(),
+            pass_http_proxy: false,
+            limits: config::Limits {
+                memory: 1 << 20,
+                timeout: std::time::Duration::from_secs(1),
+                max_body: 0,
+                max_output: 1024,
+                max_stderr: 0,
+                fuel: 0,
+                scratch,
+            },
+        }
+    }
+
+    #[test]
+    fn tmpdir_names_the_scratch_directory_unless_configured() {
+        let env = extra_env(&guest(&[("A", "1")], 1 << 20));
+        assert_eq!(
+            env,
+            [("A".into(), Bytes::from("1")), ("TMPDIR".into(), Bytes::from("/tmp"))]
+        );
+        let env = extra_env(&guest(&[("TMPDIR", "/tmp/mine")], 1 << 20));
+        assert_eq!(env, [("TMPDIR".into(), Bytes::from("/tmp/mine"))]);
+        assert!(extra_env(&guest(&[], 0)).is_empty());
+    }
 }

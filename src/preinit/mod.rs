@@ -126,6 +126,8 @@ pub fn run(engine: &Engine, options: &Options) -> Result<Report, Error> {
         mounts: &options.mounts,
         args,
         env: sandbox::CStrings::default(),
+        // None: what an init writes there could not be in the snapshot.
+        scratch: 0,
     };
     let snapshot = capture(engine, path, &wasm, &shape, launch, &mut sandbox::Calls(&calls))?;
     if snapshot.touched.environ {
@@ -169,6 +171,8 @@ struct Launch<'a> {
     mounts: &'a [Mount],
     args: sandbox::CStrings,
     env: sandbox::CStrings,
+    /// The budget of its scratch directory, 0 for none.
+    scratch: u64,
 }
 
 /// Runs `init` in an instance of `wasm` and takes its state; refuses what
@@ -198,7 +202,7 @@ fn capture(
         path,
         &instrumented,
         launch.mounts,
-        (launch.args, launch.env),
+        (launch.args, launch.env, launch.scratch),
         init,
         &probe,
         Console,

@@ -3,8 +3,9 @@
 //! request's stdin, stdout and stderr.
 //!
 //! Nothing outlives a request but the compiled module and the mounted
-//! directories: memory, globals, tables and open files all belong to the
-//! request's `Store`, which is dropped when the guest returns.
+//! directories: memory, globals, tables, open files and the scratch
+//! directory (`/tmp`) all belong to the request's `Store`, which is dropped
+//! when the guest returns.
 //!
 //! # Why our own WASI host
 //! `wasmer-wasix`'s builder creates all 374 WASI/WASIX host functions for every
@@ -33,7 +34,7 @@ pub fn memory_reset_method() -> &'static str {
     written::Tracker::method()
 }
 pub use wasi::snapshot::{Calls, Guest, Initializer};
-pub use wasi::{Outcome, Probe, Scalar, Snapshot, Touched};
+pub use wasi::{Outcome, Probe, SCRATCH_DIR, Scalar, Snapshot, Touched};
 
 /// The custom section that marks a module as an interpreter snapshot which
 /// takes its request on stdin (see [`Program::takes_request_on_stdin`]);
@@ -54,6 +55,8 @@ pub struct Program {
     preopens: Arc<[wasi::Preopen]>,
     /// Pages a memory may grow to, if lower than the module declares.
     memory_limit: Option<wasmer::Pages>,
+    /// Bytes its scratch directory may hold; 0 for none.
+    scratch: u64,
     /// Fuel of a run, for a module compiled with metering.
     fuel: Option<u64>,
     /// Where its instances' interrupt flag lies, if it has the check.
@@ -287,6 +290,7 @@ impl Engine {
             imports,
             preopens,
             memory_limit: None,
+            scratch: 0,
             fuel: metered.then_some(0),
             interrupt: interrupt::Layout::of(&module),
             request_on_stdin: interpreter.is_some(),
@@ -296,7 +300,8 @@ impl Engine {
     }
 
     /// Compiles `wasm` as it is (no cache, no image), instantiates it with
-    /// `mounts`, `args` and `env`, runs `init` and captures the state
+    /// `mounts`, `args`, `env` and a scratch directory of `scratch` bytes,
+    /// runs `init` and captures the state
     /// through the exports named in `probe`: the work of `wcgid preinit`.
     #[allow(clippy::too_many_arguments)]
     pub fn snapshot<S: Stdio>(
@@ -304,7 +309,7 @@ impl Engine {
         path: &Path,
         wasm: &[u8],
         mounts: &[Mount],
-        (args, env): (CStrings, CStrings),
+        launch: (CStrings, CStrings, u64),
         init: &mut dyn Initializer,
         probe: &Probe,
         stdio: S,
@@ -316,17 +321,8 @@ impl Engine {
         let imports =
             wasi::resolve_imports(&self.engine, &module).map_err(|why| Error::Link { path: path.into(), why })?;
         let preopens = open_mounts(mounts)?;
-        wasi::snapshot::take(
-            &self.engine,
-            &module,
-            &imports,
-            preopens,
-            (args, env),
-            stdio,
-            init,
-            probe,
-        )
-        .map_err(|why| Error::Init { path: path.into(), why })
+        wasi::snapshot::take(&self.engine, &module, &imports, preopens, launch, stdio, init, probe)
+            .map_err(|why| Error::Init { path: path.into(), why })
     }
 
     /// The module compiled for serving, with `checks`, the engine that
@@ -398,6 +394,15 @@ impl Program {
         }
         self.memory_limit = Some(wasmer::Pages(pages));
         Ok(self)
+    }
+
+    /// Gives each instance a private, empty, writable directory at
+    /// [`SCRATCH_DIR`], held in memory and dropped with the instance, of at
+    /// most `bytes` (file contents, and a small cost per file, directory
+    /// and name); 0 gives none.
+    pub fn with_scratch(mut self, bytes: u64) -> Program {
+        self.scratch = bytes;
+        self
     }
 
     /// Gives each run of this metered program `fuel` points (one per Wasm

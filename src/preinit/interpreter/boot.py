@@ -8,6 +8,7 @@
 # NUL-terminated strings. argv is the #! line's program and words, then the
 # script's path.
 import atexit
+import gc
 import os
 import pkgutil  # runpy.run_path imports it at its first call
 import runpy
@@ -79,4 +80,9 @@ def _wcgid_serve():
 
 _wcgid_preload()
 del _wcgid_preload
+# Everything loaded so far lives as long as the instance: out of the
+# collector's sight, a request's collections walk only what it made, and do
+# not write to (so fault in) every page of the snapshot's objects.
+gc.collect()
+gc.freeze()
 _wcgid_serve()

@@ -48,11 +48,13 @@ pub struct Snapshot {
 }
 
 /// The snapshot of `interpreter` for scripts under `root` (mounted
-/// read-only at its own path), from the cache in `cache_dir` if it has it.
+/// read-only at its own path), whose instances get a scratch directory of
+/// `scratch` bytes (0 for none), from the cache in `cache_dir` if it has it.
 pub fn snapshot(
     engine: &Engine,
     interpreter: &Interpreter,
     root: &Path,
+    scratch: u64,
     cache_dir: Option<&Path>,
 ) -> Result<Snapshot, Error> {
     let path = &interpreter.module;
@@ -92,11 +94,11 @@ pub fn snapshot(
         Driver::Perl => perl::BOOT,
         Driver::Python => python::BOOT,
     };
-    let key = key(&wasm, interpreter, boot, &mounts);
+    let key = key(&wasm, interpreter, boot, &mounts, scratch > 0);
     let file = dir.join(format!("{}-{}.wasm", interpreter.name, &key[..16]));
     if !file.exists() {
         let started = std::time::Instant::now();
-        let output = build(engine, path, &wasm, interpreter, &mounts)?;
+        let output = build(engine, path, &wasm, interpreter, &mounts, scratch)?;
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|source| Error::Write {
                 path: parent.into(),
@@ -127,6 +129,7 @@ fn build(
     wasm: &[u8],
     interpreter: &Interpreter,
     mounts: &[Mount],
+    scratch: u64,
 ) -> Result<Vec<u8>, Error> {
     let invalid = |why: String| Error::Invalid { path: path.into(), why };
     wasmparser::validate(wasm).map_err(|e| invalid(e.to_string()))?;
@@ -149,6 +152,7 @@ fn build(
                 mounts,
                 args: perl::args(),
                 env,
+                scratch,
             };
             let mut boot = perl::Boot::default();
             let snapshot = capture(engine, path, wasm, &shape, launch, &mut boot)?;
@@ -160,6 +164,7 @@ fn build(
                 mounts,
                 args: python::args(),
                 env,
+                scratch,
             };
             let mut boot = python::Boot::default();
             let snapshot = capture(engine, path, wasm, &shape, launch, &mut boot)?;
@@ -172,8 +177,9 @@ fn build(
 }
 
 /// What a snapshot depends on, hashed.
-fn key(wasm: &[u8], interpreter: &Interpreter, boot: &str, mounts: &[Mount]) -> String {
+fn key(wasm: &[u8], interpreter: &Interpreter, boot: &str, mounts: &[Mount], scratch: bool) -> String {
     let mut hash = Sha256::new();
+    hash.update([u8::from(scratch)]);
     let support: Vec<u8> = SUPPORT
         .iter()
         .flat_map(|(name, content)| [name.as_bytes(), content.as_bytes()].concat())

@@ -8,7 +8,8 @@ use std::time::{Duration, Instant};
 use nix::time::{ClockId, clock_getres, clock_gettime};
 use wasmer::{Function, FunctionEnv, FunctionEnvMut, MemoryView, Store};
 
-use super::fs::{self, Entry, filetype, rights};
+use super::fs::{self, Base, Entry, filetype, rights};
+use super::scratch::{NodeId, Tree};
 use super::{
     Errno, ExitCode, Host, Result, Stopped, addr, iovecs, read_bytes, read_path, with_memory, write_bytes, write_u32,
     write_u64,
@@ -54,16 +55,16 @@ pub fn host_function<S: Stdio>(name: &str, store: &mut Store, env: &FunctionEnv<
         "fd_sync" => f!(fd_sync::<S>),
         "fd_tell" => f!(fd_tell::<S>),
         "fd_write" => f!(fd_write::<S>),
-        "path_create_directory" => f!(path_change::<S>),
+        "path_create_directory" => f!(path_create_directory::<S>),
         "path_filestat_get" => f!(path_filestat_get::<S>),
         "path_filestat_set_times" => f!(path_filestat_set_times::<S>),
         "path_link" => f!(path_link::<S>),
         "path_open" => f!(path_open::<S>),
         "path_readlink" => f!(path_readlink::<S>),
-        "path_remove_directory" => f!(path_change::<S>),
+        "path_remove_directory" => f!(path_remove_directory::<S>),
         "path_rename" => f!(path_rename::<S>),
         "path_symlink" => f!(path_symlink::<S>),
-        "path_unlink_file" => f!(path_change::<S>),
+        "path_unlink_file" => f!(path_unlink_file::<S>),
         "poll_oneoff" => f!(poll_oneoff::<S>),
         "proc_exit" => f!(proc_exit::<S>),
         "proc_raise" => f!(proc_raise::<S>),
@@ -153,9 +154,9 @@ fn random_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, buf: i32, len: i32) -> i32
         let (mut at, mut left) = (addr(buf), len as u32 as usize);
         while left > 0 {
             let n = left.min(COPY_CHUNK);
-            h.scratch.resize(n, 0);
-            getrandom::fill(&mut h.scratch).map_err(|_| Errno::IO)?;
-            write_bytes(mem, at, &h.scratch)?;
+            h.buffer.resize(n, 0);
+            getrandom::fill(&mut h.buffer).map_err(|_| Errno::IO)?;
+            write_bytes(mem, at, &h.buffer)?;
             (at, left) = (at + n as u64, left - n);
         }
         Ok(())
@@ -185,22 +186,28 @@ fn sched_yield<S: Stdio>(_env: FunctionEnvMut<Host<S>>) -> i32 {
 
 fn fd_write<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len: i32, nwritten: i32) -> i32 {
     with_memory(env, |h, mem| {
+        let iovs = iovecs(mem, iovs, iovs_len)?;
         let is_stdout = match h.fds.get(fd)? {
             Entry::Stdout => true,
             Entry::Stderr => false,
+            Entry::ScratchFile(file) => {
+                let len = total_len(&iovs)?;
+                h.scratch.tree().write(file, len, |dst| gather(mem, &iovs, dst))?;
+                return write_u32(mem, nwritten, len as u32);
+            }
             _ => return Err(Errno::BADF),
         };
         let mut total = 0u32;
-        for (mut at, mut left) in iovecs(mem, iovs, iovs_len)? {
+        for (mut at, mut left) in iovs {
             while left > 0 {
                 let n = left.min(COPY_CHUNK);
-                h.scratch.resize(n, 0);
-                mem.read(at, &mut h.scratch).map_err(|_| Errno::FAULT)?;
+                h.buffer.resize(n, 0);
+                mem.read(at, &mut h.buffer).map_err(|_| Errno::FAULT)?;
                 let io = h.io.as_mut().expect("stdio is present until the run ends");
                 if is_stdout {
-                    io.write(&h.scratch).map_err(|_| Errno::PIPE)?;
+                    io.write(&h.buffer).map_err(|_| Errno::PIPE)?;
                 } else {
-                    io.log(&h.scratch);
+                    io.log(&h.buffer);
                 }
                 (at, left, total) = (at + n as u64, left - n, total.wrapping_add(n as u32));
             }
@@ -228,22 +235,41 @@ fn fd_read<S: Stdio>(mut env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_
     }
     with_memory(env, |h, mem| {
         let iovs = iovecs(mem, iovs, iovs_len)?;
-        let want = iovs.iter().map(|&(_, len)| len).sum::<usize>().min(COPY_CHUNK);
-        h.scratch.resize(want, 0);
-        let n = match h.fds.get(fd)? {
-            Entry::Stdin if !h.preamble.is_empty() => h.preamble.read(&mut h.scratch).map_err(|_| Errno::IO)?,
+        let want = total_len(&iovs)?;
+        let Host {
+            fds,
+            io,
+            buffer,
+            scratch,
+            preamble,
+            ..
+        } = h;
+        let data = match fds.get(fd)? {
+            Entry::Stdin if !preamble.is_empty() => {
+                buffer.resize(want.min(COPY_CHUNK), 0);
+                let n = preamble.read(buffer).map_err(|_| Errno::IO)?;
+                &buffer[..n]
+            }
             Entry::Stdin => {
-                let io = h.io.as_mut().expect("stdio is present until the run ends");
+                let io = io.as_mut().expect("stdio is present until the run ends");
                 // The guest may wait for more body: let what it wrote go out first.
                 io.flush().map_err(|_| Errno::PIPE)?;
-                io.read(&mut h.scratch).map_err(|_| Errno::IO)?
+                buffer.resize(want.min(COPY_CHUNK), 0);
+                let n = io.read(buffer).map_err(|_| Errno::IO)?;
+                &buffer[..n]
             }
-            Entry::File(file) => fs::read_file(file, &mut h.scratch)?,
-            Entry::Dir { .. } => return Err(Errno::ISDIR),
+            Entry::File(file) => {
+                buffer.resize(want.min(COPY_CHUNK), 0);
+                let n = fs::read_file(file, buffer)?;
+                &buffer[..n]
+            }
+            // Straight from the tree: no copy to bound.
+            Entry::ScratchFile(file) => scratch.tree().read(file, want)?,
+            Entry::Dir { .. } | Entry::ScratchDir { .. } => return Err(Errno::ISDIR),
             Entry::Stdout | Entry::Stderr => return Err(Errno::BADF),
         };
-        scatter(mem, &iovs, &h.scratch[..n])?;
-        write_u32(mem, nread, n as u32)
+        scatter(mem, &iovs, data)?;
+        write_u32(mem, nread, data.len() as u32)
     })
 }
 
@@ -251,16 +277,40 @@ fn fd_pread<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, iovs: i32, iovs_len
     with_memory(env, |h, mem| {
         use cap_std::fs::FileExt;
         let iovs = iovecs(mem, iovs, iovs_len)?;
-        let want = iovs.iter().map(|&(_, len)| len).sum::<usize>().min(COPY_CHUNK);
-        h.scratch.resize(want, 0);
-        let n = match h.fds.get(fd)? {
-            Entry::File(file) => file.read_at(&mut h.scratch, offset as u64).map_err(fs::errno)?,
-            Entry::Dir { .. } => return Err(Errno::ISDIR),
+        let want = total_len(&iovs)?;
+        let data = match h.fds.get(fd)? {
+            Entry::File(file) => {
+                h.buffer.resize(want.min(COPY_CHUNK), 0);
+                let n = file.read_at(&mut h.buffer, offset as u64).map_err(fs::errno)?;
+                &h.buffer[..n]
+            }
+            Entry::ScratchFile(file) => h.scratch.tree().pread(file, offset as u64, want)?,
+            Entry::Dir { .. } | Entry::ScratchDir { .. } => return Err(Errno::ISDIR),
             _ => return Err(Errno::SPIPE),
         };
-        scatter(mem, &iovs, &h.scratch[..n])?;
-        write_u32(mem, nread, n as u32)
+        scatter(mem, &iovs, data)?;
+        write_u32(mem, nread, data.len() as u32)
     })
+}
+
+/// The bytes the guest's iovecs hold or ask for: at most what a `size`
+/// result can report.
+fn total_len(iovs: &[(u64, usize)]) -> Result<usize> {
+    let total = iovs.iter().map(|&(_, len)| len).sum::<usize>();
+    if total > u32::MAX as usize {
+        return Err(Errno::INVAL);
+    }
+    Ok(total)
+}
+
+/// Copies the guest's iovecs, in order, into `dst`, their total length.
+fn gather(mem: &MemoryView, iovs: &[(u64, usize)], dst: &mut [u8]) -> Result<()> {
+    let mut at = 0;
+    for &(ptr, len) in iovs {
+        mem.read(ptr, &mut dst[at..at + len]).map_err(|_| Errno::FAULT)?;
+        at += len;
+    }
+    Ok(())
 }
 
 /// Copies `data` into the guest's iovecs in order.
@@ -276,35 +326,71 @@ fn scatter(mem: &MemoryView, iovs: &[(u64, usize)], mut data: &[u8]) -> Result<(
     Ok(())
 }
 
-fn fd_pwrite<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _iovs: i32, _len: i32, _off: i64, _n: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.get(fd).and(Err(Errno::BADF)))
+fn fd_pwrite<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    fd: i32,
+    iovs: i32,
+    iovs_len: i32,
+    offset: i64,
+    nwritten: i32,
+) -> i32 {
+    with_memory(env, |h, mem| match h.fds.get(fd)? {
+        Entry::ScratchFile(file) => {
+            let iovs = iovecs(mem, iovs, iovs_len)?;
+            let len = total_len(&iovs)?;
+            h.scratch
+                .tree()
+                .pwrite(file, offset as u64, len, |dst| gather(mem, &iovs, dst))?;
+            write_u32(mem, nwritten, len as u32)
+        }
+        _ => Err(Errno::BADF),
+    })
 }
 
 fn fd_seek<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, offset: i64, whence: i32, newoffset: i32) -> i32 {
-    with_memory(env, |h, mem| match h.fds.get(fd)? {
-        Entry::File(file) => {
-            let whence = u8::try_from(whence).map_err(|_| Errno::INVAL)?;
-            write_u64(mem, newoffset, fs::seek(file, offset, whence)?)
-        }
-        Entry::Dir { .. } => Err(Errno::BADF),
-        _ => Err(Errno::SPIPE),
+    with_memory(env, |h, mem| {
+        let whence = u8::try_from(whence).map_err(|_| Errno::INVAL);
+        let at = match h.fds.get(fd)? {
+            Entry::File(file) => fs::seek(file, offset, whence?)?,
+            Entry::ScratchFile(file) => h.scratch.tree().seek(file, offset, whence?)?,
+            Entry::Dir { .. } | Entry::ScratchDir { .. } => return Err(Errno::BADF),
+            _ => return Err(Errno::SPIPE),
+        };
+        write_u64(mem, newoffset, at)
     })
 }
 
 fn fd_tell<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, offset: i32) -> i32 {
     with_memory(env, |h, mem| match h.fds.get(fd)? {
         Entry::File(file) => write_u64(mem, offset, fs::seek(file, 0, 1)?),
-        Entry::Dir { .. } => Err(Errno::BADF),
+        Entry::ScratchFile(file) => write_u64(mem, offset, file.offset()),
+        Entry::Dir { .. } | Entry::ScratchDir { .. } => Err(Errno::BADF),
         _ => Err(Errno::SPIPE),
     })
 }
 
 fn fd_close<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.close(fd))
+    with_memory(env, |h, _| {
+        let closed = h.fds.close(fd)?;
+        release(h, closed);
+        Ok(())
+    })
 }
 
 fn fd_renumber<S: Stdio>(env: FunctionEnvMut<Host<S>>, from: i32, to: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.renumber(from, to))
+    with_memory(env, |h, _| {
+        let replaced = h.fds.renumber(from, to)?;
+        release(h, replaced);
+        Ok(())
+    })
+}
+
+/// What a closed descriptor held: a scratch file goes once unlinked and
+/// closed everywhere.
+fn release<S: Stdio>(h: &mut Host<S>, entry: Entry) {
+    if let Entry::ScratchFile(file) = entry {
+        h.scratch.tree().close(file);
+    }
 }
 
 fn fd_sync<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32) -> i32 {
@@ -318,29 +404,46 @@ fn fd_advise<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _offset: i64, _len
     with_memory(env, |h, _| h.fds.get(fd).map(drop))
 }
 
-fn fd_allocate<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _offset: i64, _len: i64) -> i32 {
-    with_memory(env, |h, _| h.fds.get(fd).and(Err(Errno::BADF)))
+fn fd_allocate<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, offset: i64, len: i64) -> i32 {
+    with_memory(env, |h, _| match h.fds.get(fd)? {
+        Entry::ScratchFile(file) => h.scratch.tree().allocate(file, offset as u64, len as u64),
+        _ => Err(Errno::BADF),
+    })
 }
 
 fn fd_fdstat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, buf: i32) -> i32 {
     with_memory(env, |h, mem| {
-        let (kind, base, inheriting) = match h.fds.get(fd)? {
-            Entry::Stdin => (filetype::UNKNOWN, rights::FD_READ | rights::POLL_FD_READWRITE, 0),
-            Entry::Stdout | Entry::Stderr => (filetype::UNKNOWN, rights::FD_WRITE | rights::POLL_FD_READWRITE, 0),
-            Entry::Dir { .. } => (filetype::DIRECTORY, rights::DIR, rights::DIR | rights::FILE),
-            Entry::File(_) => (filetype::REGULAR_FILE, rights::FILE, 0),
+        let (kind, flags, base, inheriting) = match h.fds.get(fd)? {
+            Entry::Stdin => (filetype::UNKNOWN, 0, rights::FD_READ | rights::POLL_FD_READWRITE, 0),
+            Entry::Stdout | Entry::Stderr => (filetype::UNKNOWN, 0, rights::FD_WRITE | rights::POLL_FD_READWRITE, 0),
+            Entry::Dir { .. } => (filetype::DIRECTORY, 0, rights::DIR, rights::DIR | rights::FILE),
+            Entry::File(_) => (filetype::REGULAR_FILE, 0, rights::FILE, 0),
+            Entry::ScratchDir { .. } => (
+                filetype::DIRECTORY,
+                0,
+                rights::SCRATCH_DIR,
+                rights::SCRATCH_DIR | rights::SCRATCH_FILE,
+            ),
+            Entry::ScratchFile(file) => (filetype::REGULAR_FILE, file.fdflags(), file.rights(), 0),
         };
         let mut out = [0u8; 24];
         out[0] = kind;
+        out[2..4].copy_from_slice(&flags.to_le_bytes());
         out[8..16].copy_from_slice(&base.to_le_bytes());
         out[16..24].copy_from_slice(&inheriting.to_le_bytes());
         write_bytes(mem, addr(buf), &out)
     })
 }
 
-/// Flags do not change how our descriptors behave; accepted for valid ones.
-fn fd_fdstat_set_flags<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _flags: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.get(fd).map(drop))
+/// Append mode is the one flag that changes how a descriptor behaves here,
+/// on a scratch file; the others are accepted for valid descriptors.
+fn fd_fdstat_set_flags<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, flags: i32) -> i32 {
+    with_memory(env, |h, _| {
+        if let Entry::ScratchFile(file) = h.fds.get(fd)? {
+            file.set_fdflags(flags as u16);
+        }
+        Ok(())
+    })
 }
 
 fn fd_fdstat_set_rights<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _base: i64, _inheriting: i64) -> i32 {
@@ -350,20 +453,32 @@ fn fd_fdstat_set_rights<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _base: 
 fn fd_filestat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, buf: i32) -> i32 {
     with_memory(env, |h, mem| {
         let stat = match h.fds.get(fd)? {
-            Entry::File(file) => fs::filestat(&file.metadata().map_err(fs::errno)?),
-            Entry::Dir { dir, .. } => fs::filestat(&dir.dir_metadata().map_err(fs::errno)?),
+            Entry::File(file) => fs::filestat(&file.metadata().map_err(fs::errno)?).to_bytes(),
+            Entry::Dir { dir, .. } => fs::filestat(&dir.dir_metadata().map_err(fs::errno)?).to_bytes(),
+            Entry::ScratchFile(file) => h.scratch.tree().stat(file.node())?.to_bytes(),
+            &mut Entry::ScratchDir { node, .. } => h.scratch.tree().stat(node)?.to_bytes(),
             Entry::Stdin | Entry::Stdout | Entry::Stderr => [0u8; 64],
         };
         write_bytes(mem, addr(buf), &stat)
     })
 }
 
-fn fd_filestat_set_size<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _size: i64) -> i32 {
-    with_memory(env, |h, _| h.fds.get(fd).and(Err(Errno::BADF)))
+fn fd_filestat_set_size<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, size: i64) -> i32 {
+    with_memory(env, |h, _| match h.fds.get(fd)? {
+        Entry::ScratchFile(file) => h.scratch.tree().set_size(file, size as u64),
+        _ => Err(Errno::BADF),
+    })
 }
 
-fn fd_filestat_set_times<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, _atim: i64, _mtim: i64, _flags: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.get(fd).and(Err(Errno::ROFS)))
+fn fd_filestat_set_times<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, atim: i64, mtim: i64, flags: i32) -> i32 {
+    with_memory(env, |h, _| {
+        let node = match h.fds.get(fd)? {
+            Entry::ScratchFile(file) => file.node(),
+            &mut Entry::ScratchDir { node, .. } => node,
+            _ => return Err(Errno::ROFS),
+        };
+        h.scratch.tree().set_times(node, atim as u64, mtim as u64, flags as u16)
+    })
 }
 
 fn fd_prestat_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, buf: i32) -> i32 {
@@ -388,8 +503,11 @@ fn fd_prestat_dir_name<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, path: i3
 
 fn fd_readdir<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32, buf: i32, len: i32, cookie: i64, used: i32) -> i32 {
     with_memory(env, |h, mem| {
-        let dir = h.fds.dir(fd).map_err(|_| Errno::BADF)?;
-        let out = fs::readdir(&dir, cookie as u64, (len as u32 as usize).min(COPY_CHUNK))?;
+        let len = (len as u32 as usize).min(COPY_CHUNK);
+        let out = match h.fds.base(fd).map_err(|_| Errno::BADF)? {
+            Base::Mount(dir) => fs::readdir(&dir, cookie as u64, len)?,
+            Base::Scratch(node) => h.scratch.tree().readdir(node, cookie as u64, len)?,
+        };
         write_bytes(mem, addr(buf), &out)?;
         write_u32(mem, used, out.len() as u32)
     })
@@ -412,9 +530,17 @@ fn path_open<S: Stdio>(
 ) -> i32 {
     with_memory(env, |h, mem| {
         let path = read_path(mem, path, path_len)?;
-        let opened = h
-            .fds
-            .open(dirfd, &path, oflags as u16, rights_base as u64, fdflags as u16)?;
+        let (oflags, rights_base, fdflags) = (oflags as u16, rights_base as u64, fdflags as u16);
+        let opened = match h.fds.base(dirfd)? {
+            Base::Mount(dir) => h
+                .fds
+                .insert_with(|| fs::open(&dir, &path, oflags, rights_base, fdflags))?,
+            Base::Scratch(node) => {
+                let tree = h.scratch.tree();
+                h.fds
+                    .insert_with(|| Ok(tree.open(node, &path, oflags, rights_base, fdflags)?.into()))?
+            }
+        };
         write_u32(mem, fd, opened)
     })
 }
@@ -428,15 +554,25 @@ fn path_filestat_get<S: Stdio>(
     buf: i32,
 ) -> i32 {
     with_memory(env, |h, mem| {
-        let dir = h.fds.dir(dirfd)?;
+        let base = h.fds.base(dirfd)?;
         let path = read_path(mem, path, len)?;
-        let path = fs::guest_path(&path)?;
-        let meta = if flags & fs::LOOKUP_SYMLINK_FOLLOW != 0 {
-            dir.metadata(path)
-        } else {
-            dir.symlink_metadata(path)
+        let stat = match base {
+            Base::Mount(dir) => {
+                let path = fs::guest_path(&path)?;
+                let meta = if flags & fs::LOOKUP_SYMLINK_FOLLOW != 0 {
+                    dir.metadata(path)
+                } else {
+                    dir.symlink_metadata(path)
+                };
+                fs::filestat(&meta.map_err(fs::errno)?)
+            }
+            // No symlinks to follow or not.
+            Base::Scratch(node) => {
+                let tree = h.scratch.tree();
+                tree.stat(tree.lookup(node, &path)?)?
+            }
         };
-        write_bytes(mem, addr(buf), &fs::filestat(&meta.map_err(fs::errno)?))
+        write_bytes(mem, addr(buf), &stat.to_bytes())
     })
 }
 
@@ -451,8 +587,13 @@ fn path_readlink<S: Stdio>(
 ) -> i32 {
     with_memory(env, |h, mem| {
         use std::os::unix::ffi::OsStrExt;
-        let dir = h.fds.dir(dirfd)?;
+        let base = h.fds.base(dirfd)?;
         let path = read_path(mem, path, len)?;
+        let dir = match base {
+            Base::Mount(dir) => dir,
+            // What is there is no symlink.
+            Base::Scratch(node) => return h.scratch.tree().lookup(node, &path).and(Err(Errno::INVAL)),
+        };
         let target = dir.read_link(fs::guest_path(&path)?).map_err(fs::errno)?;
         let target = target.as_os_str().as_bytes();
         let n = target.len().min(buf_len as u32 as usize);
@@ -461,54 +602,97 @@ fn path_readlink<S: Stdio>(
     })
 }
 
-/// Any call that would change something under a mount: they are read-only.
-fn read_only<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32) -> i32 {
-    with_memory(env, |h, _| h.fds.dir(dirfd).and(Err(Errno::ROFS)))
+/// A call that changes what `dirfd` holds: under a mount, read-only
+/// (EROFS); in the scratch tree, `change` does it.
+fn change<S: Stdio>(
+    env: FunctionEnvMut<Host<S>>,
+    dirfd: i32,
+    path: i32,
+    len: i32,
+    change: impl FnOnce(&mut Tree, NodeId, &[u8]) -> Result<()>,
+) -> i32 {
+    with_memory(env, |h, mem| match h.fds.base(dirfd)? {
+        Base::Mount(_) => Err(Errno::ROFS),
+        Base::Scratch(node) => change(h.scratch.tree(), node, &read_path(mem, path, len)?),
+    })
 }
 
-/// `path_create_directory`, `path_remove_directory`, `path_unlink_file`.
-fn path_change<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, _path: i32, _len: i32) -> i32 {
-    read_only(env, dirfd)
+fn path_create_directory<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, path: i32, len: i32) -> i32 {
+    change(env, dirfd, path, len, Tree::mkdir)
 }
 
+fn path_remove_directory<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, path: i32, len: i32) -> i32 {
+    change(env, dirfd, path, len, Tree::rmdir)
+}
+
+fn path_unlink_file<S: Stdio>(env: FunctionEnvMut<Host<S>>, dirfd: i32, path: i32, len: i32) -> i32 {
+    change(env, dirfd, path, len, Tree::unlink)
+}
+
+/// No symlinks to follow or not: `flags` changes nothing.
 #[allow(clippy::too_many_arguments)]
 fn path_filestat_set_times<S: Stdio>(
     env: FunctionEnvMut<Host<S>>,
     dirfd: i32,
     _flags: i32,
-    _path: i32,
-    _len: i32,
-    _atim: i64,
-    _mtim: i64,
-    _fst: i32,
+    path: i32,
+    len: i32,
+    atim: i64,
+    mtim: i64,
+    fst: i32,
 ) -> i32 {
-    read_only(env, dirfd)
+    change(env, dirfd, path, len, |tree, node, path| {
+        let target = tree.lookup(node, path)?;
+        tree.set_times(target, atim as u64, mtim as u64, fst as u16)
+    })
+}
+
+/// Links of either kind: a mount is read-only (EROFS); the scratch tree has
+/// none, and answers as POSIX does where a file system cannot make them
+/// (EPERM).
+fn no_links<S: Stdio>(h: &mut Host<S>, dirfd: i32) -> Result<()> {
+    match h.fds.base(dirfd)? {
+        Base::Mount(_) => Err(Errno::ROFS),
+        Base::Scratch(_) => Err(Errno::PERM),
+    }
 }
 
 #[allow(clippy::too_many_arguments)]
 fn path_link<S: Stdio>(
     env: FunctionEnvMut<Host<S>>,
-    dirfd: i32,
+    old_dirfd: i32,
     _flags: i32,
     _old: i32,
     _old_len: i32,
-    _new_fd: i32,
+    new_dirfd: i32,
     _new: i32,
     _new_len: i32,
 ) -> i32 {
-    read_only(env, dirfd)
+    with_memory(env, |h, _| {
+        h.fds.base(old_dirfd)?;
+        no_links(h, new_dirfd)
+    })
 }
 
+/// Within the scratch tree; between it and a mount, EXDEV, as between two
+/// file systems.
 fn path_rename<S: Stdio>(
     env: FunctionEnvMut<Host<S>>,
-    dirfd: i32,
-    _old: i32,
-    _old_len: i32,
-    _new_fd: i32,
-    _new: i32,
-    _new_len: i32,
+    old_dirfd: i32,
+    old: i32,
+    old_len: i32,
+    new_dirfd: i32,
+    new: i32,
+    new_len: i32,
 ) -> i32 {
-    read_only(env, dirfd)
+    with_memory(env, |h, mem| match (h.fds.base(old_dirfd)?, h.fds.base(new_dirfd)?) {
+        (Base::Scratch(from), Base::Scratch(to)) => {
+            let (old, new) = (read_path(mem, old, old_len)?, read_path(mem, new, new_len)?);
+            h.scratch.tree().rename(from, &old, to, &new)
+        }
+        (Base::Mount(_), Base::Mount(_)) => Err(Errno::ROFS),
+        _ => Err(Errno::XDEV),
+    })
 }
 
 fn path_symlink<S: Stdio>(
@@ -519,7 +703,7 @@ fn path_symlink<S: Stdio>(
     _new: i32,
     _new_len: i32,
 ) -> i32 {
-    read_only(env, dirfd)
+    with_memory(env, |h, _| no_links(h, dirfd))
 }
 
 // ---- poll ------------------------------------------------------------------

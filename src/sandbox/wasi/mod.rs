@@ -1,6 +1,7 @@
 //! WASI preview1 (`wasi_snapshot_preview1`) as CGI programs use it: args,
-//! environ, stdio, clocks, random, proc_exit, read-only preopened directories
-//! and `poll_oneoff` for sleeping. Calls that would change the filesystem
+//! environ, stdio, clocks, random, proc_exit, read-only preopened directories,
+//! a private writable `/tmp` held in memory for the request (`scratch`), and
+//! `poll_oneoff` for sleeping. Calls that would change a mounted directory
 //! answer EROFS; sockets answer ENOTSOCK. Types and layouts follow
 //! `typenames.witx` of the WASI snapshot (as in wasi-libc's `wasi/api.h`).
 //!
@@ -9,6 +10,7 @@
 
 mod fs;
 mod funcs;
+mod scratch;
 pub mod snapshot;
 
 use std::sync::Arc;
@@ -21,6 +23,7 @@ use wasmer_middlewares::metering::{self, MeteringPoints};
 use super::interrupt::Armed;
 use super::{CStrings, NullStdio, Program, Stdio, memory};
 pub use fs::Preopen;
+pub use scratch::GUEST_PATH as SCRATCH_DIR;
 pub use snapshot::{Probe, Scalar, Snapshot, Touched};
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
@@ -71,6 +74,7 @@ impl Errno {
     pub const NAMETOOLONG: Errno = Errno(37);
     pub const NOENT: Errno = Errno(44);
     pub const NOMEM: Errno = Errno(48);
+    pub const NOSPC: Errno = Errno(51);
     pub const NOSYS: Errno = Errno(52);
     pub const NOTDIR: Errno = Errno(54);
     pub const NOTEMPTY: Errno = Errno(55);
@@ -80,6 +84,7 @@ impl Errno {
     pub const PIPE: Errno = Errno(64);
     pub const ROFS: Errno = Errno(69);
     pub const SPIPE: Errno = Errno(70);
+    pub const XDEV: Errno = Errno(75);
 }
 
 type Result<T> = std::result::Result<T, Errno>;
@@ -92,8 +97,10 @@ pub struct Host<S> {
     /// Taken back by [`run`] when the guest is done.
     io: Option<S>,
     fds: fs::FdTable,
+    /// The request's `/tmp`, made at its first use.
+    scratch: scratch::Scratch,
     /// Reused buffer for copies between guest memory and the host.
-    scratch: Vec<u8>,
+    buffer: Vec<u8>,
     /// What the guest read that wasi-libc caches (for `wcgid preinit`).
     touched: snapshot::Touched,
     /// Read from stdin before the body: the request's arguments and
@@ -119,7 +126,7 @@ pub fn resolve_imports(engine: &wasmer::Engine, module: &wasmer::Module) -> std:
     let mut store = Store::new(engine.clone());
     let env = FunctionEnv::new(
         &mut store,
-        Host::new(CStrings::default(), CStrings::default(), NullStdio, Arc::new([])),
+        Host::new(CStrings::default(), CStrings::default(), NullStdio, Arc::new([]), 0),
     );
     let mut names = Vec::new();
     for import in module.imports() {
@@ -174,7 +181,10 @@ pub fn resolve(engine: &wasmer::Engine, module: &wasmer::Module) -> std::result:
 /// Instantiates `program` in a new store and runs `_start` to the end.
 pub fn run<S: Stdio>(program: &Program, args: CStrings, env: CStrings, stdio: S) -> (Outcome, S) {
     let mut store = Store::new(program.engine.clone());
-    let host = FunctionEnv::new(&mut store, Host::new(args, env, stdio, program.preopens.clone()));
+    let host = FunctionEnv::new(
+        &mut store,
+        Host::new(args, env, stdio, program.preopens.clone(), program.scratch),
+    );
     let outcome = instantiate_and_start(program, &mut store, &host);
     let stdio = host
         .as_mut(&mut store)
@@ -272,14 +282,17 @@ fn instantiate_and_start<S: Stdio>(program: &Program, store: &mut Store, host: &
 }
 
 impl<S: Stdio> Host<S> {
-    fn new(args: CStrings, env: CStrings, io: S, preopens: Arc<[Preopen]>) -> Self {
+    /// `scratch`: the budget of its `/tmp` in bytes; 0 for none.
+    fn new(args: CStrings, env: CStrings, io: S, preopens: Arc<[Preopen]>, scratch: u64) -> Self {
+        let scratch = scratch::Scratch::new(scratch);
         Host {
             memory: None,
             args,
             env,
             io: Some(io),
-            fds: fs::FdTable::new(preopens),
-            scratch: Vec::new(),
+            fds: fs::FdTable::new(preopens, scratch.enabled()),
+            scratch,
+            buffer: Vec::new(),
             touched: snapshot::Touched::default(),
             preamble: VecDeque::new(),
             capture: None,

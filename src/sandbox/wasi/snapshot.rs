@@ -160,21 +160,24 @@ impl Guest<'_> {
     }
 }
 
-/// Instantiates `module` (imports resolved as `imports`), runs `init`, and
-/// captures the state through `probe`.
+/// Instantiates `module` (imports resolved as `imports`) with `args`, `env`
+/// and a scratch directory of `scratch` bytes (0 for none: what an init
+/// writes there is not in the snapshot, but wasi-libc lists the preopened
+/// directories once, so an instance must get the ones its snapshot was taken
+/// with), runs `init`, and captures the state through `probe`.
 #[allow(clippy::too_many_arguments)]
 pub fn take<S: Stdio>(
     engine: &wasmer::Engine,
     module: &wasmer::Module,
     imports: &[String],
     preopens: Arc<[Preopen]>,
-    (args, env): (CStrings, CStrings),
+    (args, env, scratch): (CStrings, CStrings, u64),
     stdio: S,
     init: &mut dyn Initializer,
     probe: &Probe,
 ) -> Result<Snapshot, String> {
     let mut store = Store::new(engine.clone());
-    let host = FunctionEnv::new(&mut store, Host::new(args, env, stdio, preopens));
+    let host = FunctionEnv::new(&mut store, Host::new(args, env, stdio, preopens, scratch));
     let externs: Vec<Extern> = imports
         .iter()
         .map(|name| funcs::host_function(name, &mut store, &host).expect("resolved").into())
