@@ -109,6 +109,12 @@ fn second_upstream(dir: &Path, site: &Path) -> Result<Upstream, String> {
     wcgid_for_legacy_site(dir, &config)
 }
 
+/// The interpreters' snapshots and code, kept between runs in a cache of
+/// their own: they take a minute to make, more than a daemon gets to start.
+fn interpreter_cache() -> PathBuf {
+    crate::support::shared_cache_dir("legacy")
+}
+
 /// wcgid serving the legacy site with the configuration at `config` (as
 /// `wcgid migrate` writes it for the site), listening on `dir/wcgid.sock`
 /// and with its admin socket, if any, at `dir/wcgid-admin.sock`, whatever
@@ -117,10 +123,19 @@ pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, Stri
     let socket = dir.join("wcgid.sock");
     let listen = format!("unix:{}", socket.display());
     let admin = format!("unix:{}", dir.join("wcgid-admin.sock").display());
-    // The interpreters' snapshots and code are kept between runs: they
-    // take a minute to make.
-    let cache = crate::support::shared_cache_dir("legacy");
+    let cache = interpreter_cache();
     let cache = cache.to_string_lossy();
+    // `check` fills the cache, taking the time it needs.
+    let check = Command::new(env!("CARGO_BIN_EXE_wcgid"))
+        .arg("check")
+        .arg("-c")
+        .arg(config)
+        .env("WCGID_SERVER__CACHE_DIR", &*cache)
+        .output()
+        .map_err(|e| format!("cannot run wcgid check: {e}"))?;
+    if !check.status.success() {
+        return Err(format!("wcgid check failed: {}", String::from_utf8_lossy(&check.stderr)));
+    }
     let env = [
         ("WCGID_SERVER__LISTEN", listen.as_str()),
         ("WCGID_ADMIN__LISTEN", admin.as_str()),
