@@ -89,7 +89,7 @@ fn native_upstream(dir: &Path, name: &str) -> Result<Upstream, String> {
 fn second_upstream(dir: &Path, site: &Path) -> Result<Upstream, String> {
     let interpreters = crate::support::interpreters()?;
     let config = dir.join("wcgid.toml");
-    let migrate = Command::new(env!("CARGO_BIN_EXE_wcgid"))
+    let migrate = Command::new(crate::support::daemon::binary())
         .arg("migrate")
         .arg("--interpreters")
         .arg(&interpreters)
@@ -126,7 +126,7 @@ pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, Stri
     let cache = interpreter_cache();
     let cache = cache.to_string_lossy();
     // `check` fills the cache, taking the time it needs.
-    let check = Command::new(env!("CARGO_BIN_EXE_wcgid"))
+    let check = Command::new(crate::support::daemon::binary())
         .arg("check")
         .arg("-c")
         .arg(config)

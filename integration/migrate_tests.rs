@@ -4,10 +4,8 @@
 //! configuration written passes `wcgid check`, the directory is left as it
 //! was, and bad input exits 64 as `check` does.
 //!
-//! The interpreters are /tmp/interp's zeroperl.wasm and python.wasm when
-//! present, else stand-ins that hold just what the built-in scan reads: a
-//! Perl library in `Config.pm`'s directories, a Python zip directory and
-//! inittab (see src/migrate/builtin.rs).
+//! The interpreters are the real ones (`support::interpreters`): migrate
+//! reads their built-in modules from them, and `check` boots them.
 
 use std::collections::BTreeMap;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -23,7 +21,9 @@ tests! {
 }
 
 const RUN_TIMEOUT: Duration = Duration::from_secs(60);
-const REAL_INTERPRETERS: &str = "/tmp/interp";
+/// `check` snapshots and compiles both interpreters when its cache has not
+/// got them: about a minute each on a busy machine.
+const CHECK_TIMEOUT: Duration = Duration::from_secs(600);
 
 /// The cgi-bin: `(name, text)`; `true` is /bin/true, copied.
 const SITE: &[(&str, &str)] = &[
@@ -64,59 +64,11 @@ fn site(dir: &Path) -> (PathBuf, PathBuf) {
     std::fs::copy("/bin/true", root.join("true")).unwrap();
     let interpreters = dir.join("interpreters");
     std::fs::create_dir_all(&interpreters).unwrap();
-    let real = Path::new(REAL_INTERPRETERS);
-    if real.join("zeroperl.wasm").is_file() && real.join("python.wasm").is_file() {
-        std::os::unix::fs::symlink(real.join("zeroperl.wasm"), interpreters.join("perl.wasm")).unwrap();
-        std::os::unix::fs::symlink(real.join("python.wasm"), interpreters.join("python.wasm")).unwrap();
-    } else {
-        println!("    note: no interpreters in {REAL_INTERPRETERS}; stand-ins give the built-in modules");
-        std::fs::write(interpreters.join("perl.wasm"), stand_in_perl()).unwrap();
-        std::fs::write(interpreters.join("python.wasm"), stand_in_python()).unwrap();
+    let real = crate::support::interpreters().unwrap();
+    for name in ["perl.wasm", "python.wasm"] {
+        std::os::unix::fs::symlink(real.join(name), interpreters.join(name)).unwrap();
     }
     (root, interpreters)
-}
-
-/// A module whose memory holds `data` at 1024.
-fn module(data: &[u8], extra: &str) -> Vec<u8> {
-    let hex: String = data.iter().map(|b| format!("\\{b:02x}")).collect();
-    let wat = format!("(module (memory 1) {extra} (data (i32.const 1024) \"{hex}\"))");
-    wasmer::wat2wasm(wat.as_bytes()).unwrap().into_owned()
-}
-
-fn stand_in_perl() -> Vec<u8> {
-    let mut data = b"    privlibexp => '/zp/lib',\n\0".to_vec();
-    for module in ["strict", "warnings", "lib", "FindBin", "List/Util", "Carp"] {
-        data.extend(format!("/zp/lib/{module}.pm\0").as_bytes());
-    }
-    module(&data, "")
-}
-
-fn stand_in_python() -> Vec<u8> {
-    // A zip's central directory of os.pyc and json/__init__.pyc, and its end.
-    let mut data = Vec::new();
-    let names = ["os.pyc", "json/__init__.pyc"];
-    for name in names {
-        let mut header = vec![0u8; 46];
-        header[..4].copy_from_slice(b"PK\x01\x02");
-        header[28..30].copy_from_slice(&(name.len() as u16).to_le_bytes());
-        data.extend(header);
-        data.extend(name.as_bytes());
-    }
-    let mut end = vec![0u8; 22];
-    end[..4].copy_from_slice(b"PK\x05\x06");
-    end[10..12].copy_from_slice(&(names.len() as u16).to_le_bytes());
-    end[12..16].copy_from_slice(&(data.len() as u32).to_le_bytes());
-    data.extend(end);
-    // An inittab: {"builtins", 0}, {"sys", 0}, {0, 0}, pointing at its names.
-    while data.len() % 4 != 0 {
-        data.push(0);
-    }
-    let names_at = 1024 + data.len() as u32 + 24;
-    for word in [names_at, 0, names_at + 9, 0, 0, 0] {
-        data.extend(word.to_le_bytes());
-    }
-    data.extend(b"builtins\0sys\0");
-    module(&data, "(table 1 funcref)")
 }
 
 /// Every path under `root` with its size, mode and modification time.
@@ -206,7 +158,13 @@ fn migrate_reports_each_script_and_writes_a_config_that_checks(dir: &Path) {
     ] {
         assert!(config.contains(&needle), "{needle:?} not in:\n{config}");
     }
-    let check = daemon::run(dir, &["check", "-c", &output.display().to_string()], &[], RUN_TIMEOUT);
+    let cache = crate::support::shared_cache_dir("legacy");
+    let check = daemon::run(
+        dir,
+        &["check", "-c", &output.display().to_string()],
+        &[("WCGID_SERVER__CACHE_DIR", &*cache.to_string_lossy())],
+        CHECK_TIMEOUT,
+    );
     assert!(check.status.success(), "{}; stderr:\n{}", check.status, check.stderr);
 }
 
