@@ -20,12 +20,14 @@ use std::process::Command;
 use crate::support::apache::Apache;
 use crate::support::daemon::Daemon;
 use crate::support::differential::{self, Case, Compare, SIDE_HEADER};
+use crate::support::fcgi::{self, Params};
 use crate::support::fcgiwrap::Fcgiwrap;
 use crate::support::http::Response;
 use crate::support::nginx::Nginx;
 use crate::support::{pseudo_random, tests};
 
 tests! {
+    Alone warm_snapshots_keep_what_must_be_fresh_fresh,
     Alone legacy_site_answers_alike_through_nginx,
     Alone legacy_site_answers_alike_through_apache,
     Alone comparison_sees_what_differs,
@@ -134,7 +136,10 @@ pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, Stri
         .output()
         .map_err(|e| format!("cannot run wcgid check: {e}"))?;
     if !check.status.success() {
-        return Err(format!("wcgid check failed: {}", String::from_utf8_lossy(&check.stderr)));
+        return Err(format!(
+            "wcgid check failed: {}",
+            String::from_utf8_lossy(&check.stderr)
+        ));
     }
     let env = [
         ("WCGID_SERVER__LISTEN", listen.as_str()),
@@ -507,4 +512,102 @@ fn comparison_sees_what_differs(_dir: &Path) {
     // Side A itself must answer as expected: two sides failing alike fail.
     let broken = answer(502, &[("Content-Type", "text/plain")], "An error occurred\n");
     assert!(!differential::problems(&case(), &broken, &broken).is_empty());
+}
+
+/// Scripts that show what a request finds when it starts: the random
+/// source, hash order, a global and `/tmp` as an earlier request left them.
+const FRESH: &[(&str, &str)] = &[
+    (
+        "fresh.pl",
+        "#!/usr/bin/perl\nuse strict;\nour $runs; $runs++;\nmy %h = map { $_ => 1 } 'a' .. 't';\n\
+         my $left = -e '/tmp/left' ? 'yes' : 'no';\nopen(my $f, '>', '/tmp/left') or die;\n\
+         print \"Content-Type: text/plain\\n\\n\";\n\
+         print \"rand=\", rand(), \"\\nkeys=\", join(',', keys %h), \"\\nruns=$runs\\ntmp=$left\\nq=$ENV{QUERY_STRING}\\n\";\n",
+    ),
+    (
+        "fresh.py",
+        "#!/usr/bin/env python3\nimport builtins, os, random\n\
+         builtins.runs = getattr(builtins, 'runs', 0) + 1\nleft = 'yes' if os.path.exists('/tmp/left') else 'no'\n\
+         open('/tmp/left', 'w').close()\nprint('Content-Type: text/plain')\nprint()\n\
+         print(f\"rand={random.random()}\\nruns={builtins.runs}\\ntmp={left}\\nq={os.environ['QUERY_STRING']}\")\n",
+    ),
+    (
+        "exit.pl",
+        "#!/usr/bin/perl\nprint \"Content-Type: text/plain\\n\\nbye\\n\";\nexit 3;\n",
+    ),
+    (
+        "exit.py",
+        "#!/usr/bin/env python3\nimport sys\nprint('Content-Type: text/plain')\nprint()\nprint('bye')\nsys.exit(4)\n",
+    ),
+];
+
+/// Requests restored from the same warm snapshot: each gets its own random
+/// values (and, in Perl, hash order: see docs/migration.md for Python's),
+/// none sees what another left in globals or `/tmp`, the exit status is the
+/// appStatus, and a script that dies before its headers gets a 502 with a
+/// log line naming it.
+fn warm_snapshots_keep_what_must_be_fresh_fresh(dir: &Path) {
+    let site = site_copy(dir);
+    for (name, text) in FRESH {
+        let path = site.join(name);
+        std::fs::write(&path, text).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let upstream = second_upstream(dir, &site).unwrap_or_else(|e| panic!("{e}"));
+    let Upstream::Wcgid { daemon, socket } = &upstream else {
+        unreachable!("side B is wcgid")
+    };
+    let mut id = 0;
+    let mut run = |script: &str, query: &str| {
+        id += 1;
+        let params = Params::get(&format!("/cgi-bin/{script}"), query)
+            .with("SCRIPT_FILENAME", site.join(script).as_os_str().as_encoded_bytes());
+        fcgi::Conn::connect(socket).exchange(id, 0, &params, b"")
+    };
+    let field = |body: &str, name: &str| -> String {
+        body.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}=")))
+            .unwrap_or_else(|| panic!("no {name}= in {body:?}"))
+            .to_owned()
+    };
+    for script in ["fresh.pl", "fresh.py"] {
+        let answers: Vec<String> = (0..4)
+            .map(|n| {
+                let ex = run(script, &format!("n={n}"));
+                let body = String::from_utf8_lossy(&ex.cgi().body).into_owned();
+                assert_eq!(ex.cgi().status, 200, "{script}: {}", ex.summary());
+                assert_eq!(
+                    field(&body, "runs"),
+                    "1",
+                    "{script} saw an earlier run's global: {body}"
+                );
+                assert_eq!(field(&body, "tmp"), "no", "{script} saw an earlier run's /tmp: {body}");
+                assert_eq!(field(&body, "q"), format!("n={n}"), "{script}: {body}");
+                body
+            })
+            .collect();
+        let rands: std::collections::HashSet<String> = answers.iter().map(|b| field(b, "rand")).collect();
+        assert_eq!(rands.len(), 4, "{script}: random values repeat: {answers:?}");
+        if script.ends_with(".pl") {
+            let orders: std::collections::HashSet<String> = answers.iter().map(|b| field(b, "keys")).collect();
+            assert!(orders.len() > 1, "{script}: one hash order in 4 requests: {answers:?}");
+        }
+    }
+    for (script, status) in [("exit.pl", 3), ("exit.py", 4)] {
+        let ex = run(script, "");
+        assert_eq!(ex.cgi().body, b"bye\n", "{script}: {}", ex.summary());
+        assert_eq!(ex.ended().app_status, status, "{script}: {}", ex.summary());
+    }
+    for (script, message) in [
+        ("die.pl", "cannot read data/settings.conf"),
+        ("die.py", "cannot connect to database"),
+    ] {
+        let ex = run(script, "");
+        assert_eq!(ex.cgi().status, 502, "{script}: {}", ex.summary());
+        let log = daemon.log();
+        assert!(
+            log.lines().any(|l| l.contains(message) && l.contains(script)),
+            "no log line names {script} with {message:?}:\n{log}"
+        );
+    }
 }
