@@ -7,6 +7,7 @@
 pub mod body;
 mod env;
 mod gateway;
+pub mod imports;
 pub mod job;
 pub mod response;
 mod script;

@@ -33,6 +33,7 @@ use crate::preinit;
 use crate::sandbox::{self, CStrings, Engine, Program, SCRATCH_DIR};
 
 use super::env::MetaVars;
+use super::imports;
 use super::shebang::Shebang;
 
 /// A loaded program with what its requests get besides the request.
@@ -220,8 +221,12 @@ impl Interpreter {
             source,
         };
         let scratch = guest.limits.scratch;
+        let mut with_imports = config.clone();
+        with_imports.preload.extend(site_imports(config, root));
+        with_imports.preload.sort();
+        with_imports.preload.dedup();
         let snapshot =
-            preinit::interpreter::snapshot(engine, config, root, scratch, engine.cache_dir()).map_err(failed)?;
+            preinit::interpreter::snapshot(engine, &with_imports, root, scratch, engine.cache_dir()).map_err(failed)?;
         let program = match guest.limits.fuel {
             0 => engine.load(&snapshot.path, &snapshot.mounts),
             fuel => engine
@@ -237,18 +242,69 @@ impl Interpreter {
             _snapshot: snapshot,
         })
     }
+}
 
-    /// Whether this interpreter runs a script with this `#!` line, or with
-    /// none and this file name.
-    fn runs(&self, shebang: Option<&Shebang>, path: &Path) -> bool {
-        match shebang {
-            Some(line) => self.config.names.contains(&line.program),
-            None => path
-                .extension()
-                .and_then(OsStr::to_str)
-                .is_some_and(|ext| self.config.extensions.iter().any(|e| e == ext)),
+/// Whether `interpreter` runs a script with this `#!` line, or with none
+/// and this file name.
+fn runs(interpreter: &config::Interpreter, shebang: Option<&Shebang>, path: &Path) -> bool {
+    match shebang {
+        Some(line) => interpreter.names.contains(&line.program),
+        None => path
+            .extension()
+            .and_then(OsStr::to_str)
+            .is_some_and(|ext| interpreter.extensions.iter().any(|e| e == ext)),
+    }
+}
+
+/// What the scripts under `root` that `interpreter` runs import whenever
+/// they run (not guarded, not inside a sub), but for the site's own modules
+/// (found beside a script or in a `use lib` directory under the root): they
+/// join the snapshot's preloads, so that the snapshot follows the scripts.
+/// The site's own modules change with it, and stay out of the snapshot.
+fn site_imports(interpreter: &config::Interpreter, root: &Path) -> Vec<String> {
+    /// Larger files are not scripts a person wrote.
+    const MAX_SCRIPT: u64 = 1 << 20;
+    let mut found = std::collections::BTreeSet::new();
+    let mut dirs = vec![root.to_path_buf()];
+    while let Some(dir) = dirs.pop() {
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let path = entry.path();
+            let Ok(meta) = path.symlink_metadata() else { continue };
+            if entry.file_name().as_bytes().starts_with(b".") {
+                continue;
+            }
+            if meta.is_dir() {
+                dirs.push(path);
+                continue;
+            }
+            let line = Shebang::read(&path).ok().flatten();
+            if !meta.is_file() || meta.len() > MAX_SCRIPT || !runs(interpreter, line.as_ref(), &path) {
+                continue;
+            }
+            let Ok(text) = std::fs::read_to_string(&path) else {
+                continue;
+            };
+            let (imports, mut own_dirs) = match interpreter.driver {
+                config::Driver::Perl => {
+                    let scan = imports::perl(&text, &dir);
+                    (scan.imports, scan.libs)
+                }
+                config::Driver::Python => (imports::python(&text).imports, Vec::new()),
+            };
+            own_dirs.retain(|d| d.starts_with(root));
+            own_dirs.push(dir.clone());
+            for import in imports.into_iter().filter(|i| i.eager && !i.optional) {
+                let files = match interpreter.driver {
+                    config::Driver::Perl => vec![format!("{}.pm", import.module.replace("::", "/"))],
+                    config::Driver::Python => vec![format!("{}.py", import.top_level()), import.top_level().to_owned()],
+                };
+                if !own_dirs.iter().any(|d| files.iter().any(|f| d.join(f).exists())) {
+                    found.insert(import.module);
+                }
+            }
         }
     }
+    found.into_iter().collect()
 }
 
 impl CgiBin {
@@ -376,7 +432,7 @@ impl CgiBin {
             return Ok(app.clone());
         }
         let line = Shebang::read(path).map_err(|_| Refusal::Forbidden)?;
-        let Some(interpreter) = self.interpreters.iter().find(|i| i.runs(line.as_ref(), path)) else {
+        let Some(interpreter) = self.interpreters.iter().find(|i| runs(&i.config, line.as_ref(), path)) else {
             match &line {
                 Some(line) if !self.interpreters.is_empty() => tracing::warn!(
                     script = %path.display(),
@@ -483,5 +539,46 @@ mod tests {
         let env = extra_env(&guest(&[("TMPDIR", "/tmp/mine")], 1 << 20));
         assert_eq!(env, [("TMPDIR".into(), Bytes::from("/tmp/mine"))]);
         assert!(extra_env(&guest(&[], 0)).is_empty());
+    }
+
+    #[test]
+    fn site_imports_are_the_scripts_imports_but_the_sites_own() {
+        let root = tempfile::tempdir().unwrap();
+        let root = root.path();
+        let files = [
+            (
+                "a.pl",
+                "#!/usr/bin/perl\nuse strict;\nuse FindBin;\nuse lib \"$FindBin::Bin/lib\";\nuse CGI;\nuse Site::Own;\n\
+                 eval { require Optional::Thing };\nsub later { require Lazy::Thing }\n",
+            ),
+            ("lib/Site/Own.pm", "package Site::Own;\n1;\n"),
+            ("sub/b.cgi", "#!/usr/bin/env perl\nuse JSON::PP;\n"),
+            (
+                "c.py",
+                "import os, json\nimport helpers\ntry:\n    import yaml\nexcept ImportError:\n    pass\n",
+            ),
+            ("helpers.py", "import re\n"),
+            (".hidden/d.pl", "use Hidden::Thing;\n"),
+        ];
+        for (name, text) in files {
+            let path = root.join(name);
+            std::fs::create_dir_all(path.parent().unwrap()).unwrap();
+            std::fs::write(path, text).unwrap();
+        }
+        let interpreter = |driver, names: &[&str], extensions: &[&str]| config::Interpreter {
+            name: "x".into(),
+            module: PathBuf::new(),
+            driver,
+            names: names.iter().map(|s| s.to_string()).collect(),
+            extensions: extensions.iter().map(|s| s.to_string()).collect(),
+            lib: Vec::new(),
+            preload: Vec::new(),
+        };
+        let perl = site_imports(&interpreter(config::Driver::Perl, &["perl"], &["pl"]), root);
+        assert_eq!(perl, ["CGI", "FindBin", "JSON::PP", "lib", "strict"]);
+        // helpers is the site's own; yaml is guarded. helpers.py is also a
+        // file the interpreter runs when a request names it: its imports count.
+        let python = site_imports(&interpreter(config::Driver::Python, &["python3"], &["py"]), root);
+        assert_eq!(python, ["json", "os", "re"]);
     }
 }

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::classify::{File, Kind};
 use super::resolve::{Found, Resolver, Source};
-use super::scan;
+use crate::cgi::imports as scan;
 
 /// A file of the cgi-bin, and what migrate made of it.
 pub struct Entry {

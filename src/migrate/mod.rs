@@ -15,7 +15,6 @@ mod builtin;
 mod classify;
 mod emit;
 mod resolve;
-mod scan;
 
 use std::collections::BTreeSet;
 use std::io::Write as _;

@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
-use super::scan::{self, Import};
+use crate::cgi::imports::{self as scan, Import};
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Source {
