@@ -207,9 +207,10 @@ pub fn main() -> ExitCode {
     match cli.command.unwrap_or(Command::Serve) {
         Command::Check => {
             println!(
-                "{}: configuration valid, {} module(s) compiled",
+                "{}: configuration valid, {} module(s) compiled, {} interpreter(s) snapshotted",
                 cli.config.display(),
-                router.app_count()
+                router.app_count(),
+                router.interpreter_count()
             );
             ExitCode::SUCCESS
         }

@@ -135,6 +135,11 @@ impl Router {
         Ok(Router { apps, cgi_bin })
     }
 
+    /// The `[[interpreter]]`s booted and snapshotted for the cgi-bin.
+    pub fn interpreter_count(&self) -> usize {
+        self.cgi_bin.as_ref().map_or(0, |c| c.interpreters.len())
+    }
+
     pub fn app_count(&self) -> usize {
         self.apps.len() + self.cgi_bin.as_ref().map_or(0, CgiBin::cached)
     }
