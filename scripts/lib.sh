@@ -43,3 +43,22 @@ ensure_guest_toolchain() {
 
 # nginx_bin: Debian's nginx, started by hand with our own config.
 nginx_bin() { command -v nginx || echo /usr/sbin/nginx; }
+
+# ensure_interpreters: the directory of the WASI interpreters that run the
+# legacy cgi-bin scripts (WCGID_INTERPRETERS, default
+# ~/.cache/wcgid/interpreters, where the integration tests look too), after
+# scripts/fetch-interpreters installed what is missing there.
+ensure_interpreters() {
+    local dir=${WCGID_INTERPRETERS:-$HOME/.cache/wcgid/interpreters}
+    "$WCGID_ROOT/scripts/fetch-interpreters" "$dir" >&2
+    echo "$dir"
+}
+
+# private_cache NAME: ~/.cache/wcgid/NAME, made if missing, mode 0700 as
+# wcgid wants its server.cache_dir: where the interpreters' snapshots and
+# compiled code stay from one run to the next (a minute to make).
+private_cache() {
+    local dir=$HOME/.cache/wcgid/$1
+    { mkdir -p "$dir" && chmod 700 "$dir"; } || die "cannot make $dir"
+    echo "$dir"
+}

@@ -1,7 +1,7 @@
--- wrk script of scripts/bench.d/legacy-native: the guestbook POST of
--- examples/legacy-site (form.pl, form.py), urlencoded, with the cookies a
--- returning visitor sends; then report.lua's line of numbers (the driver
--- sets WCGID_BENCH_D to scripts/bench.d).
+-- wrk script of scripts/bench: the guestbook POST of examples/legacy-site
+-- (form.pl, form.py), urlencoded, with the cookies a returning visitor
+-- sends; then report.lua's line of numbers (scripts/bench sets
+-- WCGID_BENCH_D to scripts/bench.d).
 wrk.method = "POST"
 wrk.body = "name=x&comment=hi+there&topping=ham&topping=olives&go=Sign"
 wrk.headers["Content-Type"] = "application/x-www-form-urlencoded"

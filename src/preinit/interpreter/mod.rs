@@ -21,6 +21,9 @@
 //!   inside `_start`, at the boot script's first read of stdin, and each
 //!   request rewinds into that read.
 //!
+//! [`cold`] makes the same interpreters start from nothing at every run
+//! instead, for measuring what a snapshot saves.
+//!
 //! Snapshots are cached in the cache directory under `interpreters/`, keyed
 //! by everything they depend on: wcgid's version, the interpreter's module,
 //! the boot script, the preloads, and the mounts with the files in them that
@@ -62,15 +65,6 @@ pub fn snapshot(
         path: path.clone(),
         source,
     })?;
-    let mut mounts: Vec<Mount> = interpreter
-        .lib
-        .iter()
-        .chain([&root.to_path_buf()])
-        .map(|dir| Mount {
-            host: dir.clone(),
-            guest: dir.to_string_lossy().into_owned(),
-        })
-        .collect();
     let temporary = match cache_dir {
         Some(_) => None,
         None => Some(tempfile::tempdir().map_err(|source| Error::Write {
@@ -83,13 +77,7 @@ pub fn snapshot(
         (None, Some(cache)) => cache.join("interpreters"),
         (None, None) => unreachable!("a temporary directory without a cache"),
     };
-    let support_dir = dir.join("support");
-    mounts.extend(
-        support(&support_dir, interpreter.driver).map_err(|source| Error::Write {
-            path: support_dir.clone(),
-            source,
-        })?,
-    );
+    let mounts = mounts(interpreter, root, &dir.join("support"))?;
     let boot = match interpreter.driver {
         Driver::Perl => perl::BOOT,
         Driver::Python => python::BOOT,
@@ -123,6 +111,87 @@ pub fn snapshot(
     })
 }
 
+/// `interpreter` without a snapshot, for measuring what the snapshot saves:
+/// a module to run as the snapshot is run (given [`Snapshot::mounts`], and
+/// the script's argv and the request's environment through
+/// [`sandbox::Program::run`]), each run of which constructs the interpreter
+/// and runs the script. CPython's module is such a command as it is: it runs
+/// `python3 SCRIPT`. zeroperl, a reactor, is given a `_start` that runs
+/// `perl -I... -e` with the boot script and a call of `WCGID::serve`, so that
+/// it takes its request on stdin as the snapshot does: its `_initialize`,
+/// run before the module is written, reads the environment, which wasi-libc
+/// keeps from then on. Written to a temporary directory, not cached.
+pub fn cold(engine: &Engine, interpreter: &Interpreter, root: &Path, scratch: u64) -> Result<Snapshot, Error> {
+    let temporary = tempfile::tempdir().map_err(|source| Error::Write {
+        path: std::env::temp_dir(),
+        source,
+    })?;
+    let mounts = mounts(interpreter, root, &temporary.path().join("support"))?;
+    let path = match interpreter.driver {
+        Driver::Python => interpreter.module.clone(),
+        Driver::Perl => {
+            let path = &interpreter.module;
+            let wasm = std::fs::read(path).map_err(|source| Error::Read {
+                path: path.clone(),
+                source,
+            })?;
+            let invalid = |why: String| Error::Invalid { path: path.into(), why };
+            let shape = Shape::of(&wasm).map_err(|e| invalid(e.to_string()))?;
+            let launch = Launch {
+                mounts: &mounts,
+                args: perl::args(),
+                env: CStrings::default(),
+                scratch,
+            };
+            let mut boot = perl::Cold::new(&perl_inc(interpreter));
+            let snapshot = capture(engine, path, &wasm, &shape, launch, &mut boot)?;
+            let (output, _, _) = rewrite(&wasm, &shape, &snapshot, &boot.changes()).map_err(Error::Output)?;
+            let file = temporary.path().join("perl-cold.wasm");
+            std::fs::write(&file, output).map_err(|source| Error::Write {
+                path: file.clone(),
+                source,
+            })?;
+            file
+        }
+    };
+    Ok(Snapshot {
+        path,
+        mounts,
+        _temporary: Some(temporary),
+    })
+}
+
+/// What an instance of `interpreter` is given, in this order: its library
+/// directories and `root`, each at its own path, then what [`support`]
+/// writes under `support_dir`.
+fn mounts(interpreter: &Interpreter, root: &Path, support_dir: &Path) -> Result<Vec<Mount>, Error> {
+    let mut mounts: Vec<Mount> = interpreter
+        .lib
+        .iter()
+        .chain([&root.to_path_buf()])
+        .map(|dir| Mount {
+            host: dir.clone(),
+            guest: dir.to_string_lossy().into_owned(),
+        })
+        .collect();
+    mounts.extend(support(support_dir, interpreter.driver).map_err(|source| Error::Write {
+        path: support_dir.into(),
+        source,
+    })?);
+    Ok(mounts)
+}
+
+/// Where Perl looks for modules before its own library: the interpreter's
+/// library directories, then the stand-ins of [`PERL_COMPAT`].
+fn perl_inc(interpreter: &Interpreter) -> Vec<&Path> {
+    interpreter
+        .lib
+        .iter()
+        .map(PathBuf::as_path)
+        .chain([Path::new(PERL_COMPAT)])
+        .collect()
+}
+
 fn build(
     engine: &Engine,
     path: &Path,
@@ -139,14 +208,7 @@ fn build(
     let lib = std::env::join_paths(&interpreter.lib).map_err(|e| invalid(e.to_string()))?;
     let (snapshot, changes) = match interpreter.driver {
         Driver::Perl => {
-            let lib = std::env::join_paths(
-                interpreter
-                    .lib
-                    .iter()
-                    .map(PathBuf::as_path)
-                    .chain([Path::new(PERL_COMPAT)]),
-            )
-            .map_err(|e| invalid(e.to_string()))?;
+            let lib = std::env::join_paths(perl_inc(interpreter)).map_err(|e| invalid(e.to_string()))?;
             env.push(&[b"PERL5LIB=", lib.as_encoded_bytes()]);
             let launch = Launch {
                 mounts,

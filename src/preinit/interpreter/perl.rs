@@ -3,6 +3,9 @@
 //! an empty program; `zeroperl_eval` evaluates a string in it. The snapshot
 //! is taken after both and boot.pl; it gains a `_start` that evaluates
 //! `WCGID::serve()`, whose text is left in the snapshot's memory.
+//! [`Cold`] is the same boot, done at every run instead.
+
+use std::path::Path;
 
 use super::{Changes, c_string};
 use crate::sandbox::{self, CStrings, INTERPRETER_SECTION};
@@ -50,5 +53,56 @@ impl Boot {
             custom: vec![(INTERPRETER_SECTION, Vec::new())],
             ..Changes::default()
         }
+    }
+}
+
+/// A cold start's state (see [`super::cold`]): wasi-libc's constructors run
+/// (`_initialize`) and `perl -I DIR... -e CODE` written into memory, CODE
+/// the boot script and a call of `WCGID::serve`, for a `_start` that
+/// constructs the interpreter and parses and runs them
+/// (`zeroperl_init_with_args`) at every run.
+pub struct Cold {
+    args: Vec<String>,
+    /// Where the argv array lies.
+    argv: Option<i32>,
+}
+
+impl Cold {
+    /// `inc`: the directories searched before Perl's own library.
+    pub fn new(inc: &[&Path]) -> Cold {
+        let mut args = vec!["perl".to_owned()];
+        args.extend(inc.iter().map(|dir| format!("-I{}", dir.display())));
+        args.push("-e".into());
+        args.push(format!("{BOOT}\nWCGID::serve();\n"));
+        Cold { args, argv: None }
+    }
+
+    pub fn changes(&self) -> Changes {
+        Changes {
+            removed: vec!["_initialize".into()],
+            start: self
+                .argv
+                .map(|at| ("zeroperl_init_with_args".to_owned(), vec![self.args.len() as i32, at])),
+            custom: vec![(INTERPRETER_SECTION, Vec::new())],
+            ..Changes::default()
+        }
+    }
+}
+
+impl sandbox::Initializer for Cold {
+    fn run(&mut self, guest: &mut sandbox::Guest<'_>) -> Result<(), String> {
+        guest.call("_initialize", &[])?;
+        let mut argv = Vec::with_capacity(4 * self.args.len());
+        for arg in &self.args {
+            argv.extend_from_slice(&c_string(guest, arg)?.to_le_bytes());
+        }
+        let len = i32::try_from(argv.len()).map_err(|_| "too many arguments")?;
+        let at = guest.call_i32("malloc", &[len])?;
+        if at == 0 {
+            return Err("malloc failed".into());
+        }
+        guest.write(at as u32, &argv)?;
+        self.argv = Some(at);
+        Ok(())
     }
 }
