@@ -449,12 +449,18 @@ pub async fn serve<H: Handler + 'static>(
         }
         .expect("never closed");
         let accepted = match stopping {
-            None => tokio::select! {
-                biased;
-                _ = stop.wait_for(|stop| *stop) => None,
-                taken = queue.taken() => Some(listener.adopt(taken)),
-                accepted = listener.accept(Some(&halt)) => accepted,
-            },
+            None => {
+                let accepted = tokio::select! {
+                    biased;
+                    _ = stop.wait_for(|stop| *stop) => None,
+                    taken = queue.taken() => Some(listener.adopt(taken)),
+                    accepted = listener.accept(Some(&halt)) => accepted,
+                };
+                if accepted.is_some() {
+                    queue.took_one();
+                }
+                accepted
+            }
             // Connections the watchdog took from the backlog were accepted:
             // they are served, whatever the stop.
             Some(_) if let Some(taken) = queue.take_now() => Some(listener.adopt(taken)),

@@ -228,6 +228,21 @@ impl Queue {
         }
     }
 
+    /// Records that the serving thread took a new connection (accepted it,
+    /// or received one handed over): no long run holds it, so whatever
+    /// still waits in the backlog or the hand-off queue waits from now. A
+    /// queue that is never empty under load is many short waits, not one
+    /// long one.
+    pub fn took_one(&self) {
+        let inbound = &self.inbound;
+        for waiting in [inbound.backlog.as_ref(), inbound.handoff.as_ref().map(|h| &h.waiting)]
+            .into_iter()
+            .flatten()
+        {
+            *lock(&waiting.since) = None;
+        }
+    }
+
     /// Leaves the backlog alone from now on: the worker accepts no more.
     /// Once this returns no check is halfway through, so [`Queue::take_now`]
     /// finds every connection the watchdog took.
