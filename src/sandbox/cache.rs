@@ -24,8 +24,8 @@ use super::Checks;
 
 const MAGIC: &[u8; 10] = b"WCGID-AOT\0";
 /// Bumped when the entry layout, or anything wcgid changes in compiled code
-/// (its tunables), changes.
-const FORMAT: u32 = 3;
+/// (its tunables, what `image::prepare` strips), changes.
+const FORMAT: u32 = 4;
 /// Magic, format, key, then length and digest of the artifact and the image.
 const HEADER: usize = MAGIC.len() + 4 + 32 + (8 + 32) * 2;
 
