@@ -50,13 +50,20 @@ sub serve {
     $^W = 1 if grep { /\A-[a-zA-Z]*w/ } @switches;
     $0 = $script;
     @ARGV = ();
-    # FindBin found $0 when the snapshot loaded it: again, for this script.
-    FindBin::again() if defined &FindBin::again;
+    # FindBin found $0 when the snapshot loaded it. The script's path is
+    # already real (wcgid resolves symlinks before it runs a script), so
+    # its directory and name are FindBin's answers, without its lookups.
+    if (defined &FindBin::again) {
+        ($FindBin::Bin, $FindBin::Script) = $script =~ m{\A(.*)/([^/]*)\z}s;
+        $FindBin::Bin = '/' if $FindBin::Bin eq '';
+        ($FindBin::RealBin, $FindBin::RealScript) = ($FindBin::Bin, $FindBin::Script);
+        ($FindBin::Dir, $FindBin::RealDir) = ($FindBin::Bin, $FindBin::RealBin);
+    }
     # Perl perturbs hash order with random bits of its process
     # (PERL_PERTURB_KEYS), frozen in the snapshot; insertions stir them.
     # rand is seeded afresh in every request, so requests iterate hashes
     # in differing orders, as separate perl processes do.
-    { my %stir; $stir{$_} = undef for 1 .. 1 + int rand 256; }
+    { my %stir; $stir{$_} = undef for 1 .. 1 + int rand 64; }
     (my $dir = $script) =~ s{/[^/]*\z}{};
     chdir($dir eq '' ? '/' : $dir);
     unless (-r $script) {
