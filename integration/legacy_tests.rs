@@ -150,8 +150,9 @@ pub fn wcgid_for_legacy_site(dir: &Path, config: &Path) -> Result<Upstream, Stri
     Ok(Upstream::Wcgid { daemon, socket })
 }
 
-/// Copies `examples/legacy-site` to `dir/www/cgi-bin` (modes kept: the
-/// scripts are executable) and returns the copy.
+/// Copies `examples/legacy-site` to `www/cgi-bin` in the test's stable
+/// directory (see `support::stable_dir`; modes kept: the scripts are
+/// executable) and returns the copy.
 fn site_copy(dir: &Path) -> PathBuf {
     fn copy_tree(from: &Path, to: &Path) {
         std::fs::create_dir_all(to).unwrap_or_else(|e| panic!("create {}: {e}", to.display()));
@@ -165,7 +166,7 @@ fn site_copy(dir: &Path) -> PathBuf {
             }
         }
     }
-    let site = dir.join("www/cgi-bin");
+    let site = crate::support::stable_dir(dir).join("www/cgi-bin");
     copy_tree(&crate::support::examples().join("legacy-site"), &site);
     site
 }
@@ -337,7 +338,7 @@ fn legacy_site_answers_alike_through_nginx(dir: &Path) {
     let a = native_upstream(dir, "native-a").unwrap_or_else(|e| panic!("side A: {e}"));
     let b = second_upstream(dir, &site).unwrap_or_else(|e| panic!("side B: {e}"));
     let vars = [
-        ("DOCROOT", dir.join("www").display().to_string()),
+        ("DOCROOT", site.parent().expect("www").display().to_string()),
         ("SOCKET_A", a.socket().display().to_string()),
         ("SOCKET_B", b.socket().display().to_string()),
     ];
@@ -376,7 +377,7 @@ fn legacy_site_answers_alike_through_apache(dir: &Path) {
     for socket in [a.socket(), b.socket()] {
         std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o666)).expect("chmod socket");
     }
-    for d in [dir, &dir.join("www"), &site] {
+    for d in [dir, site.parent().expect("www"), &site] {
         let _ = Command::new("chmod").arg("o+x").arg(d).status();
     }
     let handler = |u: &Upstream| format!("\"proxy:unix:{}|fcgi://localhost\"", u.socket().display());
@@ -393,7 +394,7 @@ fn legacy_site_answers_alike_through_apache(dir: &Path) {
          \x20   </Else>\n\
          </Directory>\n\
          RequestHeader unset {SIDE_HEADER}\n",
-        www = dir.join("www").display(),
+        www = site.parent().expect("www").display(),
         site = site.display(),
         a = handler(&a),
         b = handler(&b),

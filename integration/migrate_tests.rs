@@ -54,7 +54,7 @@ const SITE: &[(&str, &str)] = &[
 /// Writes [`SITE`] under `dir/site/cgi-bin`, with an interpreters directory
 /// `dir/interpreters`. Returns both.
 fn site(dir: &Path) -> (PathBuf, PathBuf) {
-    let root = dir.join("site/cgi-bin");
+    let root = crate::support::stable_dir(dir).join("site/cgi-bin");
     for (name, text) in SITE {
         let path = root.join(name);
         std::fs::create_dir_all(path.parent().unwrap()).unwrap();
@@ -108,7 +108,7 @@ fn migrate_reports_each_script_and_writes_a_config_that_checks(dir: &Path) {
     let dir = &dir.canonicalize().unwrap();
     let (root, interpreters) = site(dir);
     let output = dir.join("legacy.toml");
-    let before = tree(&dir.join("site"));
+    let before = tree(root.parent().unwrap());
     let run = migrate(dir, &root, &interpreters, &output, &[]);
     assert!(run.status.success(), "{}; stderr:\n{}", run.status, run.stderr);
     let report = &run.stdout;
@@ -143,10 +143,10 @@ fn migrate_reports_each_script_and_writes_a_config_that_checks(dir: &Path) {
     }
     assert!(report.contains("ProxyPassMatch \"^/cgi-bin/(.*)$\""), "{report}");
     assert!(
-        report.contains(&format!("root {};", dir.join("site").display())),
+        report.contains(&format!("root {};", root.parent().unwrap().display())),
         "{report}"
     );
-    assert_eq!(tree(&dir.join("site")), before, "migrate changed the cgi-bin");
+    assert_eq!(tree(root.parent().unwrap()), before, "migrate changed the cgi-bin");
 
     let config = std::fs::read_to_string(&output).unwrap();
     for needle in [

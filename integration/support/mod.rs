@@ -207,6 +207,22 @@ pub fn shared_cache_dir(name: &str) -> PathBuf {
     dir
 }
 
+/// A directory for the test whose directory is `dir` that keeps its path
+/// from one run to the next, empty: a site whose interpreters' snapshots
+/// hold its path (they are made again for another path) goes there, so that
+/// the next run finds them in the shared cache. Under the temporary
+/// directory, which Apache's children (www-data) can search.
+pub fn stable_dir(dir: &Path) -> PathBuf {
+    let stable = std::env::temp_dir()
+        .join("wcgid-test-sites")
+        .join(dir.file_name().expect("a test's directory"));
+    if stable.exists() {
+        std::fs::remove_dir_all(&stable).expect("empty the stable directory");
+    }
+    std::fs::create_dir_all(&stable).expect("create the stable directory");
+    stable
+}
+
 pub fn lines_starting<'a>(text: &'a str, prefix: &str) -> Vec<&'a str> {
     text.lines().filter(|l| l.starts_with(prefix)).collect()
 }

@@ -83,7 +83,13 @@ pub fn snapshot(
         Driver::Python => python::BOOT,
     };
     let key = key(&wasm, interpreter, boot, &mounts, scratch > 0);
-    let file = dir.join(format!("{}-{}.wasm", interpreter.name, &key[..16]));
+    // One snapshot per interpreter and site: a new one replaces the last.
+    let site: String = Sha256::digest(root.as_os_str().as_encoded_bytes())[..4]
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let prefix = format!("{}-{site}-", interpreter.name);
+    let file = dir.join(format!("{prefix}{}.wasm", &key[..16]));
     if !file.exists() {
         let started = std::time::Instant::now();
         let output = build(engine, path, &wasm, interpreter, &mounts, scratch)?;
@@ -103,6 +109,15 @@ pub fn snapshot(
             ms = started.elapsed().as_millis(),
             "snapshot taken"
         );
+        // A daemon that loaded an older one has its code and image already;
+        // one still to load it takes a new snapshot.
+        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+            let name = entry.file_name();
+            let name = name.to_string_lossy();
+            if name.starts_with(&prefix) && name.ends_with(".wasm") && entry.path() != file {
+                let _ = std::fs::remove_file(entry.path());
+            }
+        }
     }
     Ok(Snapshot {
         path: file,
