@@ -49,14 +49,25 @@ pub struct App {
     pub args: CStrings,
 }
 
+/// The module at `module` loaded with `mounts` and `guest`'s limits: fuel,
+/// memory and scratch directory.
+fn load_program(
+    engine: &Engine,
+    module: &Path,
+    mounts: &[sandbox::Mount],
+    guest: &Guest,
+) -> Result<Program, sandbox::Error> {
+    Ok(match guest.limits.fuel {
+        0 => engine.load(module, mounts)?,
+        fuel => engine.load_metered(module, mounts)?.with_fuel(fuel),
+    }
+    .with_memory_limit(module, guest.limits.memory)?
+    .with_scratch(guest.limits.scratch))
+}
+
 impl App {
     fn load(engine: &Engine, name: &str, module: &Path, guest: &Guest) -> Result<App, sandbox::Error> {
-        let program = match guest.limits.fuel {
-            0 => engine.load(module, &guest.mounts)?,
-            fuel => engine.load_metered(module, &guest.mounts)?.with_fuel(fuel),
-        }
-        .with_memory_limit(module, guest.limits.memory)?
-        .with_scratch(guest.limits.scratch);
+        let program = load_program(engine, module, &guest.mounts, guest)?;
         let mut args = CStrings::default();
         args.push(&[module.file_name().unwrap_or(module.as_os_str()).as_bytes()]);
         Ok(App {
@@ -225,22 +236,15 @@ impl Interpreter {
             name: config.name.clone(),
             source,
         };
-        let scratch = guest.limits.scratch;
         let mut with_imports = config.clone();
         with_imports.preload.extend(site_imports(config, root));
         with_imports.preload.sort();
         with_imports.preload.dedup();
         let snapshot =
-            preinit::interpreter::snapshot(engine, &with_imports, root, scratch, engine.cache_dir()).map_err(failed)?;
-        let program = match guest.limits.fuel {
-            0 => engine.load(&snapshot.path, &snapshot.mounts),
-            fuel => engine
-                .load_metered(&snapshot.path, &snapshot.mounts)
-                .map(|p| p.with_fuel(fuel)),
-        }
-        .and_then(|p| p.with_memory_limit(&snapshot.path, guest.limits.memory))
-        .map_err(|e| failed(preinit::Error::Run(e)))?
-        .with_scratch(scratch);
+            preinit::interpreter::snapshot(engine, &with_imports, root, guest.limits.scratch, engine.cache_dir())
+                .map_err(failed)?;
+        let program = load_program(engine, &snapshot.path, &snapshot.mounts, guest)
+            .map_err(|e| failed(preinit::Error::Run(e)))?;
         Ok(Interpreter {
             config: config.clone(),
             program,

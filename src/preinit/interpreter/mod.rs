@@ -65,18 +65,17 @@ pub fn snapshot(
         path: path.clone(),
         source,
     })?;
-    let temporary = match cache_dir {
-        Some(_) => None,
-        None => Some(tempfile::tempdir().map_err(|source| Error::Write {
-            path: std::env::temp_dir(),
-            source,
-        })?),
+    let (dir, temporary) = match cache_dir {
+        Some(cache) => (cache.join("interpreters"), None),
+        None => {
+            let temporary = tempfile::tempdir().map_err(|source| Error::Write {
+                path: std::env::temp_dir(),
+                source,
+            })?;
+            (temporary.path().to_path_buf(), Some(temporary))
+        }
     };
-    let dir = match (&temporary, cache_dir) {
-        (Some(temporary), _) => temporary.path().to_path_buf(),
-        (None, Some(cache)) => cache.join("interpreters"),
-        (None, None) => unreachable!("a temporary directory without a cache"),
-    };
+    // Also makes `dir`, which the snapshot goes in.
     let mounts = mounts(interpreter, root, &dir.join("support"))?;
     let boot = match interpreter.driver {
         Driver::Perl => perl::BOOT,
@@ -93,12 +92,6 @@ pub fn snapshot(
     if !file.exists() {
         let started = std::time::Instant::now();
         let output = build(engine, path, &wasm, interpreter, &mounts, scratch)?;
-        if let Some(parent) = file.parent() {
-            std::fs::create_dir_all(parent).map_err(|source| Error::Write {
-                path: parent.into(),
-                source,
-            })?;
-        }
         write_atomically(&file, &output).map_err(|source| Error::Write {
             path: file.clone(),
             source,
@@ -218,34 +211,32 @@ fn build(
     let invalid = |why: String| Error::Invalid { path: path.into(), why };
     wasmparser::validate(wasm).map_err(|e| invalid(e.to_string()))?;
     let shape = Shape::of(wasm).map_err(|e| invalid(e.to_string()))?;
+    let (search, lib, args) = match interpreter.driver {
+        Driver::Perl => ("PERL5LIB=", perl_inc(interpreter), perl::args()),
+        Driver::Python => (
+            "PYTHONPATH=",
+            interpreter.lib.iter().map(PathBuf::as_path).collect(),
+            python::args(),
+        ),
+    };
+    let lib = std::env::join_paths(lib).map_err(|e| invalid(e.to_string()))?;
     let mut env = CStrings::default();
     env.push(&[b"WCGID_PRELOAD=", interpreter.preload.join(" ").as_bytes()]);
-    let lib = std::env::join_paths(&interpreter.lib).map_err(|e| invalid(e.to_string()))?;
+    env.push(&[search.as_bytes(), lib.as_encoded_bytes()]);
+    let launch = Launch {
+        mounts,
+        args,
+        env,
+        scratch,
+    };
     let (snapshot, changes) = match interpreter.driver {
         Driver::Perl => {
-            let lib = std::env::join_paths(perl_inc(interpreter)).map_err(|e| invalid(e.to_string()))?;
-            env.push(&[b"PERL5LIB=", lib.as_encoded_bytes()]);
-            let launch = Launch {
-                mounts,
-                args: perl::args(),
-                env,
-                scratch,
-            };
             let mut boot = perl::Boot::default();
-            let snapshot = capture(engine, path, wasm, &shape, launch, &mut boot)?;
-            (snapshot, boot.changes())
+            (capture(engine, path, wasm, &shape, launch, &mut boot)?, boot.changes())
         }
         Driver::Python => {
-            env.push(&[b"PYTHONPATH=", lib.as_encoded_bytes()]);
-            let launch = Launch {
-                mounts,
-                args: python::args(),
-                env,
-                scratch,
-            };
             let mut boot = python::Boot::default();
-            let snapshot = capture(engine, path, wasm, &shape, launch, &mut boot)?;
-            (snapshot, boot.changes())
+            (capture(engine, path, wasm, &shape, launch, &mut boot)?, boot.changes())
         }
     };
     let (output, _, _) = rewrite(wasm, &shape, &snapshot, &changes).map_err(Error::Output)?;
