@@ -51,7 +51,7 @@ fn engine(c: &mut Criterion) {
     let engine = wasmer::Engine::default();
     let module = wasmer::Module::new(
         &engine,
-        r#"(module (memory (export "memory") 1) (func (export "_start")))"#,
+        wat::parse_str(r#"(module (memory (export "memory") 1) (func (export "_start")))"#).expect("empty module"),
     )
     .expect("empty module");
     group.bench_function("bare wasmer instantiate + call", |b| {
@@ -281,7 +281,7 @@ fn interrupt_check(c: &mut Criterion) {
     let dir = std::env::temp_dir().join(format!("wcgid-engine-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
     let tight_loop = dir.join("tight-loop.wasm");
-    std::fs::write(&tight_loop, wasmer::wat2wasm(TIGHT_LOOP.as_bytes()).unwrap()).unwrap();
+    std::fs::write(&tight_loop, wat::parse_str(TIGHT_LOOP).unwrap()).unwrap();
     let mut env = cgi_env();
     env.push(&[b"QUERY_STRING=word=paisule&n=97"]);
     let mut group = c.benchmark_group("interrupt check");

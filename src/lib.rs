@@ -22,7 +22,6 @@
 //! scripts cannot run, [`status`] counts requests and serves the status
 //! page, metrics and ping on the admin socket, [`cli`] is the command line.
 
-#![deny(unsafe_code)]
 
 pub mod cgi;
 pub mod cli;

@@ -249,7 +249,7 @@ mod tests {
             .collect();
         let wat = format!("(module (memory 1) (table 10 funcref) {data})");
         let path = dir.join("interpreter.wasm");
-        std::fs::write(&path, wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        std::fs::write(&path, wat::parse_str(wat).unwrap()).unwrap();
         path
     }
 

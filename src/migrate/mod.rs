@@ -3,11 +3,11 @@
 //! configuration that serves the directory, with an `[[interpreter]]` per
 //! language its scripts are written in (docs/migration.md).
 //!
-//! [`classify`] tells what each file is, [`scan`] which modules a Perl or
-//! Python script imports, [`builtin`] which of them the interpreter has
-//! built in (read from its module), [`resolve`] where the others are on
-//! this host, [`assess`] what that makes of each script, and [`emit`]
-//! writes the configuration and the web server lines. The directory itself
+//! `classify` tells what each file is, [`crate::cgi::imports`] which
+//! modules a Perl or Python script imports, `builtin` which of them the
+//! interpreter has built in (read from its module), `resolve` where the
+//! others are on this host, `assess` what that makes of each script, and
+//! `emit` writes the configuration and the web server lines. The directory itself
 //! is only read.
 
 mod assess;

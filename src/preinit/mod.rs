@@ -601,7 +601,7 @@ mod tests {
         ));
         std::fs::create_dir_all(&dir).unwrap();
         let input = dir.join("in.wasm");
-        std::fs::write(&input, wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        std::fs::write(&input, wat::parse_str(wat).unwrap()).unwrap();
         let options = Options {
             input,
             output: dir.join("out.wasm"),

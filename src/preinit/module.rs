@@ -137,7 +137,7 @@ mod tests {
 
     #[test]
     fn untouched_modules_come_back_byte_for_byte() {
-        let wasm = wasmer::wat2wasm(
+        let wasm = wat::parse_bytes(
             br#"(module (type (func)) (import "a" "b" (func)) (memory 1) (global (mut i32) (i32.const 3))
                  (export "m" (memory 0)) (start 0) (data (i32.const 0) "x") (@custom "c" "y"))"#,
         )
@@ -147,7 +147,7 @@ mod tests {
 
     #[test]
     fn appended_entries_keep_the_others_and_count() {
-        let wasm = wasmer::wat2wasm(br#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
+        let wasm = wat::parse_bytes(br#"(module (func (export "f") (result i32) i32.const 7))"#).unwrap();
         let mut sections = Sections::parse(&wasm).unwrap();
         assert_eq!(sections.append(TYPE, &[0x60, 0, 0]).unwrap(), 1);
         assert_eq!(sections.append(FUNCTION, &[1]).unwrap(), 1);
@@ -168,7 +168,7 @@ mod tests {
 
     #[test]
     fn inserted_sections_go_where_they_belong() {
-        let wasm = wasmer::wat2wasm(br#"(module (memory 1) (func (export "f")))"#).unwrap();
+        let wasm = wat::parse_bytes(br#"(module (memory 1) (func (export "f")))"#).unwrap();
         let mut sections = Sections::parse(&wasm).unwrap();
         let mut data = wasm_encoder::DataSection::new();
         data.active(0, &wasm_encoder::ConstExpr::i32_const(8), *b"hi");

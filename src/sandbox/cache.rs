@@ -230,7 +230,7 @@ mod tests {
         (
             cache,
             engine,
-            wasmer::wat2wasm(WAT.as_bytes()).unwrap().into_owned(),
+            wat::parse_str(WAT).unwrap(),
             dir,
         )
     }

@@ -209,7 +209,7 @@ mod tests {
     use super::*;
 
     fn module(wat: &str) -> Vec<u8> {
-        wasmer::wat2wasm(wat.as_bytes()).unwrap().into_owned()
+        wat::parse_str(wat).unwrap()
     }
 
     /// Each data segment of `module`: whether it is passive, and its length.

@@ -315,10 +315,10 @@ mod tests {
         };
         // The engine that compiled the module holds its code.
         let engine = checks
-            .compiler(&wasmer::wat2wasm(wat.as_bytes()).unwrap())
+            .compiler(&wat::parse_str(wat).unwrap())
             .unwrap()
             .unwrap();
-        let module = wasmer::Module::new(&engine, wat).unwrap();
+        let module = wasmer::Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
         let layout = Layout::of(&module).expect("compiled with the check");
         let mut store = wasmer::Store::new(engine);
         let (instance, memory) = crate::sandbox::memory::with_image(None, None, || {

@@ -643,7 +643,7 @@ mod tests {
     }
 
     fn probe_module() -> Module {
-        Module::new(&engine(), PROBE).unwrap()
+        Module::new(&engine(), wat::parse_str(PROBE).unwrap()).unwrap()
     }
 
     #[test]
@@ -693,7 +693,7 @@ mod tests {
 
     #[test]
     fn a_smaller_memory_after_a_larger_one_gets_exactly_its_size() {
-        let big = Module::new(&engine(), PROBE.replace("1 10", "8 10")).unwrap();
+        let big = Module::new(&engine(), wat::parse_str(PROBE.replace("1 10", "8 10")).unwrap()).unwrap();
         let mut first = Probe::new(&big);
         first.store(8 * 65536 - 4, 9).unwrap();
         drop(first);
@@ -708,7 +708,7 @@ mod tests {
         // Below and above ZERO_IN_PLACE: zeroed in place, then discarded.
         for pages in [4u32, 40] {
             let wat = PROBE.replace("1 10", &format!("{pages} {pages}"));
-            let module = Module::new(&engine(), wat).unwrap();
+            let module = Module::new(&engine(), wat::parse_str(wat).unwrap()).unwrap();
             let bytes = pages * 65536;
             let mut first = Probe::new(&module);
             first
@@ -730,7 +730,7 @@ mod tests {
         let wat = PROBE
             .replace("1 10", &format!("{pages} {maximum}"))
             .replace("(func (export \"store\")", &format!("{extra}(func (export \"store\")"));
-        let prepared = crate::sandbox::image::prepare(&wasmer::wat2wasm(wat.as_bytes()).unwrap()).unwrap();
+        let prepared = crate::sandbox::image::prepare(&wat::parse_str(wat).unwrap()).unwrap();
         let image_bytes = prepared.image.expect("large enough for an image");
         let mut want = image_bytes.clone();
         want.resize(pages as usize * 65536, 0);
@@ -903,7 +903,7 @@ mod tests {
             "(func (export \"store\")",
             "(data (i32.const 100) \"\\2a\\00\\00\\00\") (func (export \"store\")",
         );
-        let module = Module::new(&engine(), wat).unwrap();
+        let module = Module::new(&engine(), wat::parse_str(wat).unwrap()).unwrap();
         for _ in 0..3 {
             let mut p = Probe::new(&module);
             assert_eq!(p.load(100).unwrap(), 42);

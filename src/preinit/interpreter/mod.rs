@@ -15,9 +15,9 @@
 //!
 //! Each kind of interpreter is one file here: how to boot it and where to
 //! take the snapshot.
-//! - [`perl`]: zeroperl, a reactor: the snapshot is taken after its init
+//! - `perl`: zeroperl, a reactor: the snapshot is taken after its init
 //!   and a boot script, and gains a `_start` that calls into the script.
-//! - [`python`]: CPython's command build, asyncified: the snapshot is taken
+//! - `python`: CPython's command build, asyncified: the snapshot is taken
 //!   inside `_start`, at the boot script's first read of stdin, and each
 //!   request rewinds into that read.
 //!

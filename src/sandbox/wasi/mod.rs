@@ -39,7 +39,7 @@ pub enum Outcome {
     /// The guest trapped, or could not be instantiated; the message says why.
     Trap(String),
     /// It was stopped: by its [`Stdio`] (see [`Stdio::sleep`]), or by the
-    /// [`Interrupt`] it was given.
+    /// [`Interrupt`](super::Interrupt) it was given.
     Stopped,
     /// It spent all its fuel (see [`Program::with_fuel`]).
     OutOfFuel,
