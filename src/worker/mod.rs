@@ -244,9 +244,8 @@ pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Resu
         }
         tracing::info!(listen = %server.socket.listen, workers = server.workers, "serving");
         notify_ready(server.workers);
-        let mut watchdog_usec = 0;
-        if sd_notify::watchdog_enabled(false, &mut watchdog_usec) {
-            let period = Duration::from_micros(watchdog_usec / 2);
+        if let Some(timeout) = sd_notify::watchdog_enabled() {
+            let period = timeout / 2;
             tokio::spawn(async move {
                 let mut ticks = tokio::time::interval(period);
                 loop {
@@ -461,7 +460,7 @@ fn report(pid: u32, status: io::Result<ExitStatus>) {
 
 /// Tells systemd (`NOTIFY_SOCKET`, under `Type=notify`) how the service is.
 fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(false, states) {
+    if let Err(e) = sd_notify::notify(states) {
         tracing::warn!("cannot notify systemd: {e}");
     }
 }
