@@ -12,13 +12,16 @@ use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use tokio::net::{TcpStream, UnixStream};
 
 use crate::cgi::Router;
 use crate::config::{Config, Listen};
+use crate::fastcgi::client;
 use crate::migrate;
 use crate::preinit;
 use crate::sandbox::{Engine, Mount};
 use crate::status;
+use crate::supervisor;
 use crate::worker;
 
 #[derive(Parser)]
@@ -137,12 +140,12 @@ pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // As a container's entrypoint, before any thread exists.
     if matches!(cli.command, None | Some(Command::Serve))
-        && let Err(e) = worker::init::become_init_if_pid1()
+        && let Err(e) = supervisor::init::become_init_if_pid1()
     {
         eprintln!("error: cannot run as PID 1: {e}");
         return ExitCode::FAILURE;
     }
-    if let Err(e) = init_tracing() {
+    if let Err(e) = status::log::init() {
         eprintln!("error: {e}");
         return ExitCode::from(64);
     }
@@ -218,7 +221,7 @@ pub fn main() -> ExitCode {
             // The workers load the modules from the cache just filled.
             drop(router);
             let cache_dir = cache_dir.expect("serving has a cache");
-            match worker::supervise(&cli.config, &config, &cache_dir) {
+            match supervisor::supervise(&cli.config, &config, &cache_dir) {
                 Ok(()) => ExitCode::SUCCESS,
                 Err(e) => {
                     tracing::error!("{e}");
@@ -226,7 +229,7 @@ pub fn main() -> ExitCode {
                 }
             }
         }
-        Command::Worker => match worker::process::run(engine, router, &config) {
+        Command::Worker => match worker::run(engine, router, &config) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 tracing::error!("worker: {e}");
@@ -259,7 +262,7 @@ fn status(config: &Path, args: StatusArgs) -> ExitCode {
         (_, _, true) => ("ping", ""),
         _ => ("status", ""),
     };
-    match status::fetch(&listen, page, query) {
+    match fetch(&listen, page, query) {
         Ok((200, body)) => {
             print!("{body}");
             ExitCode::SUCCESS
@@ -338,68 +341,41 @@ fn migrate(args: MigrateArgs) -> ExitCode {
     }
 }
 
-/// Logs to stderr, filtered by `WCGID_LOG` (tracing env-filter syntax,
-/// default `info`), as text or, with `WCGID_LOG_FORMAT=json`, one JSON
-/// object per line. When stderr is the journal (systemd's `JOURNAL_STREAM`
-/// names it), text lines carry no timestamp (journald stamps them) and
-/// start with their syslog priority, `<3>` for an error (sd-daemon(3)), so
-/// that `journalctl -p` and `systemctl status` tell errors from the rest.
-fn init_tracing() -> Result<(), String> {
-    let filter = tracing_subscriber::EnvFilter::try_from_env("WCGID_LOG")
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let logs = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match std::env::var("WCGID_LOG_FORMAT").as_deref() {
-        Ok("json") => logs.json().init(),
-        Ok("text") | Err(std::env::VarError::NotPresent) if stderr_is_the_journal() => logs
-            .event_format(Journal(
-                tracing_subscriber::fmt::format().without_time().with_ansi(false),
-            ))
-            .init(),
-        Ok("text") | Err(std::env::VarError::NotPresent) => logs
-            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-            .init(),
-        Ok(other) => return Err(format!("WCGID_LOG_FORMAT = {other:?}: use \"text\" or \"json\"")),
-        Err(e) => return Err(format!("WCGID_LOG_FORMAT: {e}")),
-    }
-    Ok(())
-}
+/// The largest page `wcgid status` reads.
+const MAX_PAGE: usize = 64 << 20;
 
-/// Whether stderr is the stream `JOURNAL_STREAM` ("device:inode") names,
-/// as systemd.exec(5) says to check.
-fn stderr_is_the_journal() -> bool {
-    let Ok(stream) = std::env::var("JOURNAL_STREAM") else {
-        return false;
-    };
-    let Ok(stat) = nix::sys::stat::fstat(std::io::stderr()) else {
-        return false;
-    };
-    stream == format!("{}:{}", stat.st_dev, stat.st_ino)
-}
-
-/// A text line prefixed with its event's syslog priority.
-struct Journal<F>(F);
-
-impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for Journal<F>
-where
-    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
-    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
-    F: tracing_subscriber::fmt::FormatEvent<S, N>,
-{
-    fn format_event(
-        &self,
-        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
-        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
-        event: &tracing::Event<'_>,
-    ) -> std::fmt::Result {
-        let priority = match *event.metadata().level() {
-            tracing::Level::ERROR => 3,
-            tracing::Level::WARN => 4,
-            tracing::Level::INFO => 6,
-            tracing::Level::DEBUG | tracing::Level::TRACE => 7,
+/// Asks the admin socket at `listen` for `page` (`status`, `metrics` or
+/// `ping`) with `query`, as `wcgid status` does: its status code and body.
+fn fetch(listen: &Listen, page: &str, query: &str) -> anyhow::Result<(u16, String)> {
+    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    let script = format!("/{page}");
+    let params = [
+        ("GATEWAY_INTERFACE", "CGI/1.1"),
+        ("REQUEST_METHOD", "GET"),
+        ("SCRIPT_NAME", script.as_str()),
+        ("QUERY_STRING", query),
+    ];
+    let response = runtime.block_on(async {
+        let exchange = async {
+            match listen {
+                Listen::Unix(path) => client::request(UnixStream::connect(path).await?, &params, MAX_PAGE).await,
+                Listen::Tcp(addr) => client::request(TcpStream::connect(addr).await?, &params, MAX_PAGE).await,
+            }
         };
-        write!(writer, "<{priority}>")?;
-        self.0.format_event(ctx, writer, event)
-    }
+        tokio::time::timeout(FETCH_WITHIN, exchange)
+            .await
+            .map_err(|_| anyhow::anyhow!("{listen} did not answer within {FETCH_WITHIN:?}"))?
+            .map_err(|e| anyhow::anyhow!("{listen}: {e}"))
+    })?;
+    let stdout = String::from_utf8_lossy(&response.stdout);
+    let (head, body) = stdout.split_once("\r\n\r\n").unwrap_or(("", &stdout));
+    let status = head
+        .lines()
+        .find_map(|l| l.strip_prefix("Status: "))
+        .and_then(|s| s.get(..3)?.parse().ok())
+        .unwrap_or(200);
+    Ok((status, body.to_owned()))
 }
+
+/// How long `wcgid status` waits for its answer.
+const FETCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);

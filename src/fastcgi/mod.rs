@@ -33,7 +33,7 @@ mod stdout;
 pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
 pub use handoff::Handoff;
 pub use params::Params;
-pub use queue::{Line, Listening, Queue, Shed};
+pub use queue::{Backlog, Line, Queue, Shed};
 pub use stdout::{Ending, Gone, Peer, PeerWatch, Stdout};
 
 /// Record types (§8).

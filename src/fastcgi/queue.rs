@@ -107,12 +107,13 @@ struct Waiting {
 }
 
 enum Source {
-    Listening(Listening),
+    Backlog(Backlog),
     Handoff(Arc<Handoff>),
 }
 
-/// A listening socket, non-blocking, as std serves it.
-pub enum Listening {
+/// The listening socket whose backlog is watched: a duplicate of the
+/// worker's, non-blocking, as std serves it.
+pub enum Backlog {
     Unix(std::os::unix::net::UnixListener),
     Tcp(std::net::TcpListener),
 }
@@ -120,8 +121,8 @@ pub enum Listening {
 impl Source {
     fn as_fd(&self) -> BorrowedFd<'_> {
         match self {
-            Source::Listening(Listening::Unix(l)) => l.as_fd(),
-            Source::Listening(Listening::Tcp(l)) => l.as_fd(),
+            Source::Backlog(Backlog::Unix(l)) => l.as_fd(),
+            Source::Backlog(Backlog::Tcp(l)) => l.as_fd(),
             Source::Handoff(h) => h.receiving(),
         }
     }
@@ -129,12 +130,12 @@ impl Source {
     /// A waiting connection, non-blocking; `None` if there is none after all.
     fn take(&self) -> Option<OwnedFd> {
         match self {
-            Source::Listening(Listening::Unix(l)) => {
+            Source::Backlog(Backlog::Unix(l)) => {
                 let (stream, _) = l.accept().ok()?;
                 stream.set_nonblocking(true).ok()?;
                 Some(stream.into())
             }
-            Source::Listening(Listening::Tcp(l)) => {
+            Source::Backlog(Backlog::Tcp(l)) => {
                 let (stream, _) = l.accept().ok()?;
                 stream.set_nonblocking(true).ok()?;
                 Some(stream.into())
@@ -161,12 +162,12 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
 }
 
 impl Queue {
-    /// Also watches the backlog of `listening`, the worker's listening
+    /// Also watches `backlog`, the worker's listening
     /// socket (a duplicate of it, non-blocking), and the connections other
     /// workers pass on `handoff`, to which this worker passes those that
     /// would wait until `stopping` is set. Call inside the tokio runtime.
     pub fn with_inbound(
-        listening: Listening,
+        backlog: Backlog,
         handoff: Option<Handoff>,
         stopping: Arc<AtomicBool>,
     ) -> std::io::Result<Queue> {
@@ -186,7 +187,7 @@ impl Queue {
         Ok(Queue {
             conns: Arc::default(),
             inbound: Arc::new(Inbound {
-                backlog: Some(Waiting::new(Source::Listening(listening))),
+                backlog: Some(Waiting::new(Source::Backlog(backlog))),
                 handoff,
                 taken: Mutex::default(),
                 watched: AtomicBool::new(true),

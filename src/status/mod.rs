@@ -11,20 +11,22 @@
 //! second old, and a worker that crashes loses at most its last second of
 //! counts.
 //!
-//! The admin socket ([`Admin`]) serves the status page as text and JSON,
-//! Prometheus metrics and a ping, from the supervisor.
+//! [`render`] writes the board as the status page (text and JSON) and
+//! Prometheus metrics, which the supervisor's admin socket serves; [`log`]
+//! sets up the log lines every process writes.
 
-mod admin;
 mod board;
-mod render;
+pub mod log;
+pub mod render;
 mod stats;
 
 use std::fs::File;
 use std::io::Write;
-use std::sync::{Arc, Mutex, Weak};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
-pub use admin::{Admin, fetch};
+use parking_lot::Mutex;
+
 pub use board::Board;
 pub use stats::{Finished, InFlight, NO_APP, Stats, WorkerStats};
 
@@ -60,7 +62,7 @@ impl Reporter {
     /// Writes a report if the counts changed since the last one.
     pub fn send(&self) {
         let mut report = serde_json::to_string(&self.stats.snapshot()).expect("plain data serializes");
-        let mut pipe = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
+        let mut pipe = self.pipe.lock();
         if report != pipe.1 {
             report.push('\n');
             // The supervisor is gone if this fails, and the worker with it.

@@ -2,7 +2,9 @@
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
+
+use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::{Deserialize, Serialize};
@@ -149,19 +151,14 @@ pub struct Stats {
 }
 
 impl Stats {
-    fn lock(&self) -> MutexGuard<'_, WorkerStats> {
-        // Counters hold no invariant a panic could break.
-        self.counts.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     pub fn connection(&self) {
-        self.lock().connections += 1;
+        self.counts.lock().connections += 1;
     }
 
     /// A request answered without running its guest: a 413 for `app`, or
     /// for [`NO_APP`] a 400, 404, 431, a refused cgi-bin script...
     pub fn answered(&self, app_name: &str, status: u16) {
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         *app(&mut counts, app_name)
             .responses
             .entry(status.to_string())
@@ -170,14 +167,14 @@ impl Stats {
 
     /// `n` requests answered 503 (FCGI_OVERLOADED) from the queue.
     pub fn rejected(&self, n: usize) {
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         counts.rejected += n as u64;
         *app(&mut counts, NO_APP).responses.entry("503".into()).or_default() += n as u64;
     }
 
     /// A connection handed to another worker, its request not read.
     pub fn handed_over(&self) {
-        self.lock().handed_over += 1;
+        self.counts.lock().handed_over += 1;
     }
 
     /// Requests seen waiting behind a long run now.
@@ -193,7 +190,7 @@ impl Stats {
 
     /// A guest of `app` starts running.
     pub fn running(&self, app: &str) {
-        self.lock().running = Some(Running {
+        self.counts.lock().running = Some(Running {
             app: app.to_owned(),
             since_ms: now_ms(),
         });
@@ -201,7 +198,7 @@ impl Stats {
 
     /// A guest's run ended.
     pub fn finished(&self, f: &Finished) {
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         counts.running = None;
         let stats = app(&mut counts, f.app);
         let status = f.status.map_or_else(|| "none".to_owned(), |s| s.to_string());
@@ -219,7 +216,7 @@ impl Stats {
     /// A guest that would not stop was ended with its worker, its request
     /// answered 504 if `answered`.
     pub fn killed(&self, app_name: &str, answered: bool) {
-        let mut counts = self.lock();
+        let mut counts = self.counts.lock();
         let stats = app(&mut counts, app_name);
         let status = if answered { "504" } else { "none" };
         *stats.responses.entry(status.into()).or_default() += 1;
@@ -227,7 +224,7 @@ impl Stats {
     }
 
     pub fn snapshot(&self) -> WorkerStats {
-        let mut snapshot = self.lock().clone();
+        let mut snapshot = self.counts.lock().clone();
         snapshot.in_flight = self.in_flight.load(Ordering::Relaxed);
         snapshot.queued = self.queued.load(Ordering::Relaxed);
         snapshot

@@ -1,527 +1,95 @@
-//! Worker processes, php-fpm style: the supervisor binds the listening
-//! socket once and keeps `server.workers` worker processes (the same binary,
-//! `wcgid __worker`) running, each of which accepts connections on that
-//! socket and serves them on its single thread, running one guest at a time
-//! ([`process`]).
+//! A worker process: `wcgid __worker`, started by the supervisor with the
+//! listening socket as its fd 0. It loads the configuration and the modules
+//! (from the AOT cache), tells the supervisor it is ready by a byte on its
+//! stdout, then accepts and serves connections on one thread until it is
+//! stopped ([`crate::shutdown`]), reporting its counts on that stdout (see
+//! [`crate::status`]).
 //!
-//! # Why processes that own their connections
-//! Restoring a snapshot copy-on-write, resetting a memory and growing it all
-//! change page tables. In a process whose other threads run on other CPUs,
-//! each such change sends TLB-shootdown interrupts to those CPUs, and the
-//! copy-on-write fault of the first write to a snapshot page is one of them:
-//! measured on this machine kind, shootdowns were 42 % of the time of a
-//! QuickJS request restored from its snapshot when guests ran on threads of
-//! the daemon. A single-threaded worker flushes only its own CPU. And a
-//! worker that does its own FastCGI I/O needs no hand-off to another process
-//! per request: measured against a daemon that fed worker processes over
-//! socket pairs, this doubled hello's throughput through nginx (see
-//! docs/performance.md). A connection moves to another worker only when a
-//! request on it would otherwise wait for its busy worker
-//! ([`crate::fastcgi::Handoff`], over a socket pair the supervisor makes).
-//!
-//! Workers load the modules from the AOT cache the supervisor filled (a
-//! private one in a temporary directory when `server.cache_dir` is unset),
-//! so starting one compiles nothing. A worker that dies is replaced; only
-//! the requests on its connections fail. SIGHUP starts a new generation of
-//! workers on the configuration read again, and retires the old one once
-//! the new one serves; the listening socket never closes.
-//!
-//! The supervisor also serves the admin socket (status, metrics, ping: see
-//! [`crate::status`]) from the workers' reports, so that it answers however
-//! busy the workers are.
+//! Its rooms: [`accept`] takes connections and drains them at the stop;
+//! each is served by [`crate::fastcgi`] with the [`Gateway`] as handler,
+//! which runs the guests; beside the serving thread, the gateway's
+//! watchdog ([`crate::cgi::Watchdog`]) stops guests that overrun and
+//! passes on or sheds the requests that would wait ([`Queue`]).
 
-pub mod init;
-pub mod process;
+pub mod accept;
 
-use std::io;
-use std::os::fd::OwnedFd;
-use std::path::{Path, PathBuf};
-use std::process::{ExitStatus, Stdio};
+use std::fs::File;
+use std::io::Write;
+use std::os::fd::AsFd;
 use std::rc::Rc;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Arc;
 
-use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
-use sd_notify::NotifyState;
-use tokio::io::{AsyncBufReadExt, AsyncReadExt, BufReader, Lines};
-use tokio::process::{Child, ChildStdout, Command};
-use tokio::sync::watch;
-use tokio::task::JoinSet;
+use nix::sys::signal::Signal;
 
-use crate::cgi::Router;
-use crate::config::{Config, Server};
+use crate::cgi::{Gateway, Router, Watchdog};
+use crate::config::Config;
 use crate::fastcgi::{Caps, Handoff, Queue};
-use crate::listener::{self, Bound, DRAIN, Halt, Listener};
 use crate::sandbox::Engine;
-use crate::status::{self, Admin, Board};
+use crate::shutdown::{self, StopFlags};
+use crate::status::{Reporter, Stats};
 
-/// The variable that tells a worker its supervisor's pid: if its parent is
-/// another process, the supervisor died before the worker could ask to die
-/// with it.
+use accept::Acceptor;
+
+/// The variable that gives a worker its supervisor's pid: a worker whose
+/// parent is no longer that process ends.
 pub const SUPERVISOR_ENV: &str = "WCGID_SUPERVISOR_PID";
-/// How long a new worker may take to load its modules.
-const READY_WITHIN: Duration = Duration::from_secs(120);
-/// A worker that dies sooner than this after starting is replaced only
-/// after [`RESPAWN_BACKOFF`], so that a crash loop does not spin.
-const RESPAWN_BACKOFF: Duration = Duration::from_secs(1);
-/// What stops a worker when the daemon stops: it serves the connections
-/// already in the listen backlog too (the socket's path is gone by then, so
-/// no more arrive), then what it serves. See [`process`].
-pub const SHUT_DOWN: Signal = Signal::SIGTERM;
-/// What stops a worker of a generation a reload replaced: it stops
-/// accepting at once (the new workers take the backlog) and finishes what
-/// it serves.
-pub const RETIRE: Signal = Signal::SIGQUIT;
-/// How long a stopping worker may take beyond its own drain.
-const STOP_MARGIN: Duration = Duration::from_secs(1);
-/// How often STATUS= tells systemd the counts (when they changed).
-const STATUS_EVERY: Duration = Duration::from_secs(2);
-/// Admin connections served at once.
-const ADMIN_CONNECTIONS: usize = 64;
 
-#[derive(Debug, thiserror::Error)]
-pub enum Error {
-    #[error("cannot start a worker process: {0}")]
-    Spawn(io::Error),
-    #[error("a worker process failed to start (see its log lines above)")]
-    NotReady,
-}
-
-/// How workers are started.
-struct Spawner {
-    config: PathBuf,
-    cache_dir: PathBuf,
-    socket: OwnedFd,
-    /// The pair every worker hands waiting connections over on, whose fds
-    /// the supervisor keeps open for them all.
-    handoff: Handoff,
-    board: Arc<Mutex<Board>>,
-}
-
-impl Spawner {
-    /// Starts a worker of `generation` and waits until it is serving.
-    async fn spawn(&self, generation: u64) -> Result<Worker, Error> {
-        let socket = self.socket.try_clone().map_err(Error::Spawn)?;
-        let (handoff, fds) = self.handoff.env().map_err(Error::Spawn)?;
-        // Its own process group keeps a terminal's Ctrl-C for the
-        // supervisor, which stops workers in order.
-        let mut child = Command::new("/proc/self/exe")
-            .arg("__worker")
-            .arg("-c")
-            .arg(&self.config)
-            .env("WCGID_SERVER__CACHE_DIR", &self.cache_dir)
-            .env(handoff, fds)
-            .env(SUPERVISOR_ENV, std::process::id().to_string())
-            // Only the supervisor speaks to systemd.
-            .env_remove("NOTIFY_SOCKET")
-            .env_remove("WATCHDOG_USEC")
-            .env_remove("WATCHDOG_PID")
-            .env_remove("LISTEN_FDNAMES")
-            .stdin(Stdio::from(socket))
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .process_group(0)
-            .kill_on_drop(true)
-            .spawn()
-            .map_err(Error::Spawn)?;
-        // The worker writes one byte to its stdout when it serves, then its
-        // reports, a line each.
-        let mut stdout = child.stdout.take().expect("piped");
-        let mut ready = [0u8; 1];
-        match tokio::time::timeout(READY_WITHIN, stdout.read(&mut ready)).await {
-            Ok(Ok(1)) => {
-                let pid = child.id().unwrap_or_default();
-                self.board
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .started(pid, generation);
-                Ok(Worker {
-                    child,
-                    pid,
-                    generation,
-                    reports: Some(BufReader::new(stdout).lines()),
-                    board: self.board.clone(),
-                })
-            }
-            _ => {
-                let _ = child.kill().await;
-                Err(Error::NotReady)
-            }
-        }
+/// The limits a FastCGI connection is held to, and announces in
+/// FCGI_GET_VALUES_RESULT (FastCGI 1.0 §4.1): `connections` at once, one
+/// request at a time on each.
+pub fn caps(config: &Config, connections: usize) -> Caps {
+    Caps {
+        max_conns: connections,
+        max_reqs: connections,
+        max_params_bytes: config.params.bytes,
+        max_params: config.params.count,
     }
 }
 
-/// A worker process, and its reports. Its counts stay on the board until
-/// it is dropped.
-struct Worker {
-    child: Child,
-    pid: u32,
-    generation: u64,
-    /// `None` once the pipe ended.
-    reports: Option<Lines<BufReader<ChildStdout>>>,
-    board: Arc<Mutex<Board>>,
-}
-
-impl Worker {
-    /// Reads the worker's next report onto the board; never completes
-    /// once the pipe ended.
-    async fn report(reports: &mut Option<Lines<BufReader<ChildStdout>>>, board: &Mutex<Board>, pid: u32) {
-        let Some(lines) = reports else {
-            return std::future::pending().await;
-        };
-        match lines.next_line().await {
-            Ok(Some(line)) => {
-                if let Some(stats) = status::parse_report(&line) {
-                    board.lock().unwrap_or_else(|p| p.into_inner()).update(pid, stats);
-                }
-            }
-            Ok(None) | Err(_) => *reports = None,
-        }
-    }
-
-    /// Reads the reports a worker that ended left in its pipe.
-    async fn last_reports(&mut self) {
-        let read = async {
-            while self.reports.is_some() {
-                Worker::report(&mut self.reports, &self.board, self.pid).await;
-            }
-        };
-        let _ = tokio::time::timeout(STOP_MARGIN, read).await;
-    }
-}
-
-impl Drop for Worker {
-    fn drop(&mut self) {
-        self.board.lock().unwrap_or_else(|p| p.into_inner()).gone(self.pid);
-    }
-}
-
-/// Serves on `server.listen` with `server.workers` workers running the
-/// configuration at `path`, their modules cached in `cache_dir`, and the
-/// admin socket if one is configured or passed, until SIGTERM, SIGINT or SIGQUIT;
-/// then stops the workers, letting them finish what they are serving.
-/// SIGHUP reloads (see `reload`).
-pub fn supervise(path: &Path, config: &Config, cache_dir: &Path) -> anyhow::Result<()> {
+/// Serves connections from the inherited listening socket until stopped.
+pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()> {
     let server = &config.server;
+    // The supervisor's death ends the worker, even in the middle of a guest.
+    nix::sys::prctl::set_pdeathsig(Signal::SIGKILL)?;
+    // Unless it died before that took effect: then the worker's parent is
+    // already another process (an init, or a subreaper).
+    let supervisor = std::env::var(SUPERVISOR_ENV)
+        .ok()
+        .and_then(|pid| pid.parse::<i32>().ok());
+    if supervisor.is_some_and(|pid| nix::unistd::getppid().as_raw() != pid) {
+        return Ok(());
+    }
     let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
     let local = tokio::task::LocalSet::new();
     local.block_on(&runtime, async {
-        ignore_user_signals();
-        let mut signals = Signals::new()?;
-        let (mut bound, mut admin) = Bound::bind_all(&server.socket, config.admin.as_ref())?;
-        let board = Arc::new(Mutex::new(Board::new(server.socket.listen.to_string())));
-        let spawner = Arc::new(Spawner {
-            config: path.canonicalize()?,
-            cache_dir: cache_dir.into(),
-            socket: bound.socket()?,
-            handoff: Handoff::new()?,
-            board: board.clone(),
-        });
-        let mut current = Generation::start(&spawner, server.workers, 1).await?;
-        // Workers first: the socket answers when requests can be served.
-        bound.publish()?;
-        let (stop_admin, admin_stopped) = watch::channel(false);
-        if let Some(admin) = &mut admin {
-            let listener = Listener::from_socket(admin.socket()?)?;
-            let caps = Caps {
-                max_conns: ADMIN_CONNECTIONS,
-                max_reqs: ADMIN_CONNECTIONS,
-                max_params_bytes: config.params.bytes,
-                max_params: config.params.count,
-            };
-            let handler = Rc::new(Admin::new(board.clone()));
-            tokio::task::spawn_local(listener::serve(
-                listener,
-                handler,
-                caps,
-                ADMIN_CONNECTIONS,
-                Queue::default(),
-                admin_stopped,
-                Halt::default(),
-            ));
-            admin.publish()?;
-        }
-        tracing::info!(listen = %server.socket.listen, workers = server.workers, "serving");
-        notify_ready(server.workers);
-        if let Some(timeout) = sd_notify::watchdog_enabled() {
-            let period = timeout / 2;
-            tokio::spawn(async move {
-                let mut ticks = tokio::time::interval(period);
-                loop {
-                    ticks.tick().await;
-                    notify(&[NotifyState::Watchdog]);
-                }
-            });
-        }
-        if std::env::var_os("NOTIFY_SOCKET").is_some() {
-            tokio::spawn(tell_status(board.clone()));
-        }
-        // Generations replaced by a reload, finishing their requests.
-        let mut retiring = JoinSet::new();
-        while signals.next().await == Signal::SIGHUP {
-            let mut reloading = vec![NotifyState::Reloading];
-            reloading.extend(NotifyState::monotonic_usec_now().ok());
-            notify(&reloading);
-            match reload(&spawner, server).await {
-                Ok((next, workers)) => {
-                    board.lock().unwrap_or_else(|p| p.into_inner()).reloaded();
-                    retiring.spawn(std::mem::replace(&mut current, next).stop(RETIRE));
-                    tracing::info!(workers, "reloaded; the previous workers finish what they serve");
-                    notify_ready(workers);
-                }
-                Err(e) => {
-                    tracing::error!("reload failed, still serving the previous configuration: {e:#}");
-                    notify_ready(current.size);
-                }
-            }
-        }
-        notify(&[NotifyState::Stopping]);
-        // Our own socket: the path goes (no new connections), the workers
-        // serve what already waits in the backlog, and the socket closes as
-        // each stops accepting. A socket systemd passed stays open in
-        // systemd: what waits there and what still arrives is for the next
-        // start (a restart, or the activation its next connection brings),
-        // so the workers stop accepting at once, as when retired. The admin
-        // socket answers until the workers are gone.
-        let signal = if bound.activated() { RETIRE } else { SHUT_DOWN };
-        drop(bound);
-        drop(spawner);
-        current.stop(signal).await;
-        while retiring.join_next().await.is_some() {}
-        let _ = stop_admin.send(true);
-        drop(admin);
-        tracing::info!("stopped");
-        Ok(())
-    })
+        shutdown::ignore_user_signals();
+        let acceptor = Acceptor::inherit()?;
+        let flags = StopFlags::on_signals()?;
+        // Connections wait in the backlog until serve() takes them.
+        let queue = Queue::with_inbound(acceptor.duplicate()?, Handoff::inherit()?, flags.flag())?;
+        let stats = Arc::new(Stats::default());
+        let reporter = Reporter::start(stats.clone(), ready()?)?;
+        let watchdog = Watchdog::start(queue.clone(), server.queue_timeout, reporter.clone())?;
+        let gateway = Rc::new(Gateway::new(router, engine, watchdog, server.access_log, stats));
+        // GET_VALUES answers for the application; each worker takes its
+        // share of the connections, so that together they never exceed it.
+        let share = (server.max_connections / server.workers).max(1);
+        let caps = caps(config, server.max_connections);
+        let stop = shutdown::stop_signalled()?;
+        accept::serve(acceptor, gateway, caps, share, queue, stop, flags).await;
+        reporter.send();
+        anyhow::Ok(())
+    })?;
+    // A guest still running after the drain must not hold the process.
+    runtime.shutdown_timeout(std::time::Duration::ZERO);
+    Ok(())
 }
 
-/// The configuration file read again: checked, its modules compiled into
-/// the cache (off the async thread), and a new generation of workers
-/// started on it. The listening sockets are kept: `server.listen`, the
-/// admin socket and their modes take effect at the next start.
-async fn reload(spawner: &Arc<Spawner>, running: &Server) -> anyhow::Result<(Generation, usize)> {
-    let (path, cache_dir) = (spawner.config.clone(), spawner.cache_dir.clone());
-    let server = tokio::task::spawn_blocking(move || -> anyhow::Result<Server> {
-        let config = Config::load(&path)?;
-        let engine = Engine::default().with_cache(&cache_dir)?;
-        Router::load(&engine, &config)?;
-        Ok(config.server)
-    })
-    .await??;
-    if server.socket != running.socket {
-        tracing::warn!("server.listen and the socket's mode and group change only at a restart");
-    }
-    let workers = server.workers;
-    let generation = spawner.board.lock().unwrap_or_else(|p| p.into_inner()).generation() + 1;
-    Ok((Generation::start(spawner, workers, generation).await?, workers))
-}
-
-/// One configuration's workers, each kept running in its slot.
-struct Generation {
-    size: usize,
-    /// The signal its workers are stopped with, once they are.
-    stop: watch::Sender<Option<Signal>>,
-    slots: JoinSet<()>,
-}
-
-impl Generation {
-    /// Starts `size` workers of generation `number` and waits until they
-    /// all serve; if one cannot, the others are killed (dropped) and the
-    /// error returned.
-    async fn start(spawner: &Arc<Spawner>, size: usize, number: u64) -> Result<Generation, Error> {
-        let mut workers = Vec::with_capacity(size);
-        for _ in 0..size {
-            workers.push(spawner.spawn(number).await?);
-        }
-        let (stop, stopped) = watch::channel(None);
-        let mut slots = JoinSet::new();
-        for worker in workers {
-            slots.spawn(keep(spawner.clone(), worker, stopped.clone()));
-        }
-        Ok(Generation { size, stop, slots })
-    }
-
-    /// Stops the workers with `signal` ([`SHUT_DOWN`] or [`RETIRE`]),
-    /// letting them finish what they serve.
-    async fn stop(mut self, signal: Signal) {
-        let _ = self.stop.send(Some(signal));
-        while self.slots.join_next().await.is_some() {}
-    }
-}
-
-/// READY=1 with the worker count, for systemd.
-fn notify_ready(workers: usize) {
-    let status = format!("serving with {workers} workers");
-    notify(&[NotifyState::Ready, NotifyState::Status(&status)]);
-}
-
-/// Tells systemd the counts (STATUS=, shown by `systemctl status`) when
-/// they change.
-async fn tell_status(board: Arc<Mutex<Board>>) {
-    let mut told = String::new();
-    let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + STATUS_EVERY, STATUS_EVERY);
-    loop {
-        ticks.tick().await;
-        let view = board.lock().unwrap_or_else(|p| p.into_inner()).view();
-        let status = format!(
-            "{} workers ({} busy), {} requests, {} in flight, {} rejected",
-            view.workers.len(),
-            view.busy_workers,
-            view.requests,
-            view.in_flight,
-            view.rejected
-        );
-        if status != told {
-            notify(&[NotifyState::Status(&status)]);
-            told = status;
-        }
-    }
-}
-
-/// Keeps one worker slot filled until `stop`, then stops its worker.
-async fn keep(spawner: Arc<Spawner>, mut worker: Worker, mut stop: watch::Receiver<Option<Signal>>) {
-    let mut started = Instant::now();
-    let mut stopped = stop.clone();
-    loop {
-        let Worker {
-            child,
-            reports,
-            board,
-            pid,
-            generation,
-        } = &mut worker;
-        tokio::select! {
-            status = child.wait() => {
-                report(*pid, status);
-                let generation = *generation;
-                worker.last_reports().await;
-                drop(worker);
-                spawner.board.lock().unwrap_or_else(|p| p.into_inner()).restarted();
-                if started.elapsed() < RESPAWN_BACKOFF {
-                    tokio::time::sleep(RESPAWN_BACKOFF).await;
-                }
-                worker = loop {
-                    tokio::select! {
-                        spawned = spawner.spawn(generation) => match spawned {
-                            Ok(worker) => break worker,
-                            Err(e) => {
-                                tracing::error!("{e}; trying again");
-                                tokio::time::sleep(RESPAWN_BACKOFF).await;
-                            }
-                        },
-                        _ = stopping(&mut stopped) => return,
-                    }
-                };
-                started = Instant::now();
-            }
-            () = Worker::report(reports, board, *pid) => {}
-            signal = stopping(&mut stop) => return halt(worker, signal).await,
-        }
-    }
-}
-
-/// The signal to stop with, once there is one.
-async fn stopping(stop: &mut watch::Receiver<Option<Signal>>) -> Signal {
-    // The guard wait_for returns is not Send: not held across an await.
-    match stop.wait_for(Option::is_some).await {
-        Ok(signal) => signal.unwrap_or(SHUT_DOWN),
-        Err(_) => SHUT_DOWN,
-    }
-}
-
-/// Stops a worker: `signal` lets it drain, SIGKILL ends what remains.
-async fn halt(mut worker: Worker, signal: Signal) {
-    if let Ok(pid) = i32::try_from(worker.pid) {
-        let _ = kill(Pid::from_raw(pid), signal);
-    }
-    // Its reports are read meanwhile, so that it never blocks on the pipe.
-    let drained = async {
-        loop {
-            tokio::select! {
-                _ = worker.child.wait() => break,
-                () = Worker::report(&mut worker.reports, &worker.board, worker.pid) => {}
-            }
-        }
-    };
-    if tokio::time::timeout(DRAIN + STOP_MARGIN, drained).await.is_err() {
-        tracing::warn!(pid = worker.pid, "worker still busy after the drain; killing it");
-        let _ = worker.child.kill().await;
-    }
-    worker.last_reports().await;
-}
-
-fn report(pid: u32, status: io::Result<ExitStatus>) {
-    match status {
-        Ok(status) => tracing::error!(pid, "worker exited ({status}); starting another"),
-        Err(e) => tracing::error!(pid, "cannot wait for a worker: {e}; starting another"),
-    }
-}
-
-/// Tells systemd (`NOTIFY_SOCKET`, under `Type=notify`) how the service is.
-fn notify(states: &[NotifyState]) {
-    if let Err(e) = sd_notify::notify(states) {
-        tracing::warn!("cannot notify systemd: {e}");
-    }
-}
-
-/// Logs and otherwise ignores SIGUSR1 and SIGUSR2, whose default action
-/// would end the process: wcgid gives them no meaning, and a stray one
-/// (`kill -USR1`) must not take requests down. Call inside the runtime.
-pub fn ignore_user_signals() {
-    use tokio::signal::unix::{SignalKind, signal};
-    for (kind, name) in [
-        (SignalKind::user_defined1(), "SIGUSR1"),
-        (SignalKind::user_defined2(), "SIGUSR2"),
-    ] {
-        match signal(kind) {
-            Ok(mut stream) => drop(tokio::spawn(async move {
-                while stream.recv().await.is_some() {
-                    tracing::info!("{name} ignored");
-                }
-            })),
-            Err(e) => tracing::warn!("cannot handle {name}: {e}"),
-        }
-    }
-}
-
-/// The supervisor's signals, listened to from the start so that none is
-/// missed while it is busy (a reload, say).
-struct Signals {
-    term: tokio::signal::unix::Signal,
-    int: tokio::signal::unix::Signal,
-    quit: tokio::signal::unix::Signal,
-    hup: tokio::signal::unix::Signal,
-}
-
-impl Signals {
-    fn new() -> std::io::Result<Signals> {
-        use tokio::signal::unix::{SignalKind, signal};
-        Ok(Signals {
-            term: signal(SignalKind::terminate())?,
-            int: signal(SignalKind::interrupt())?,
-            quit: signal(SignalKind::quit())?,
-            hup: signal(SignalKind::hangup())?,
-        })
-    }
-
-    /// The next of SIGTERM, SIGINT, SIGQUIT (all three stop the daemon
-    /// gracefully, as php-fpm's SIGQUIT does) and SIGHUP.
-    async fn next(&mut self) -> Signal {
-        let signal = tokio::select! {
-            _ = self.term.recv() => Signal::SIGTERM,
-            _ = self.int.recv() => Signal::SIGINT,
-            _ = self.quit.recv() => Signal::SIGQUIT,
-            _ = self.hup.recv() => Signal::SIGHUP,
-        };
-        tracing::info!(
-            "{signal}: {}",
-            if signal == Signal::SIGHUP {
-                "reloading"
-            } else {
-                "stopping"
-            }
-        );
-        signal
-    }
+/// Tells the supervisor that this worker serves, and returns the pipe for
+/// the reports; stdout becomes /dev/null, so that nothing else gets there.
+fn ready() -> std::io::Result<File> {
+    let mut pipe = File::from(std::io::stdout().as_fd().try_clone_to_owned()?);
+    nix::unistd::dup2_stdout(File::open("/dev/null")?)?;
+    pipe.write_all(b"R")?;
+    Ok(pipe)
 }

@@ -8,18 +8,16 @@
 //! `REQUEST_URI`'s path): `status` (text; `?json` for JSON), `metrics`
 //! (Prometheus) and `ping` (`pong`, or 503 when no worker is running).
 
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use bytes::Bytes;
-use tokio::net::{TcpStream, UnixStream};
+use parking_lot::Mutex;
 
 use crate::cgi::response::error_page;
-use crate::config::Listen;
-use crate::fastcgi::{self, Ending, Handler, Params, Start, Stdout, client};
+use crate::fastcgi::{self, Ending, Handler, Params, Start, Stdout};
+use crate::status::{Board, render};
 
-use super::board::Board;
-use super::render;
-
+/// The admin socket's FastCGI handler, answering from the workers' reports.
 pub struct Admin {
     board: Arc<Mutex<Board>>,
 }
@@ -45,7 +43,7 @@ impl Admin {
             .or_else(|| get("REQUEST_URI").map(|u| u.split('?').next().unwrap_or(u)))
             .unwrap_or("");
         let query = get("QUERY_STRING").unwrap_or("");
-        let board = || self.board.lock().unwrap_or_else(|p| p.into_inner());
+        let board = || self.board.lock();
         let view = || board().view();
         let (content_type, body) = match path.rsplit('/').next().unwrap_or("") {
             "ping" if !board().serving() => return error_page(503),
@@ -90,42 +88,3 @@ impl Handler for Admin {
         error_page(431)
     }
 }
-
-/// The largest page `wcgid status` reads.
-const MAX_PAGE: usize = 64 << 20;
-
-/// Asks the admin socket at `listen` for `page` (`status`, `metrics` or
-/// `ping`) with `query`, as `wcgid status` does: its status code and body.
-pub fn fetch(listen: &Listen, page: &str, query: &str) -> anyhow::Result<(u16, String)> {
-    let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
-    let script = format!("/{page}");
-    let params = [
-        ("GATEWAY_INTERFACE", "CGI/1.1"),
-        ("REQUEST_METHOD", "GET"),
-        ("SCRIPT_NAME", script.as_str()),
-        ("QUERY_STRING", query),
-    ];
-    let response = runtime.block_on(async {
-        let exchange = async {
-            match listen {
-                Listen::Unix(path) => client::request(UnixStream::connect(path).await?, &params, MAX_PAGE).await,
-                Listen::Tcp(addr) => client::request(TcpStream::connect(addr).await?, &params, MAX_PAGE).await,
-            }
-        };
-        tokio::time::timeout(FETCH_WITHIN, exchange)
-            .await
-            .map_err(|_| anyhow::anyhow!("{listen} did not answer within {FETCH_WITHIN:?}"))?
-            .map_err(|e| anyhow::anyhow!("{listen}: {e}"))
-    })?;
-    let stdout = String::from_utf8_lossy(&response.stdout);
-    let (head, body) = stdout.split_once("\r\n\r\n").unwrap_or(("", &stdout));
-    let status = head
-        .lines()
-        .find_map(|l| l.strip_prefix("Status: "))
-        .and_then(|s| s.get(..3)?.parse().ok())
-        .unwrap_or(200);
-    Ok((status, body.to_owned()))
-}
-
-/// How long `wcgid status` waits for its answer.
-const FETCH_WITHIN: std::time::Duration = std::time::Duration::from_secs(10);
