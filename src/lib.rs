@@ -2,26 +2,35 @@
 //! on a Unix socket that gives every request a fresh Wasm instance.
 //!
 //! # Layout
+//! The processes: the [`supervisor`] binds the listening sockets, keeps the
+//! worker processes running, reloads them and serves the admin socket; each
+//! [`worker`] accepts connections and serves them on one thread; what each
+//! signal means to them is in [`shutdown`].
+//!
 //! A request flows through the modules in this order:
 //!
-//! - [`listener`]: the Unix or TCP socket, bound by the supervisor, and each
-//!   worker process's accept loop on it;
+//! - [`worker`]: its accept loop takes the connection (`worker::accept`);
 //! - [`fastcgi`]: FastCGI records in and out, one request per connection at a
 //!   time (FastCGI 1.0);
 //! - [`cgi`]: which program runs, its RFC 3875 environment and body, and its
 //!   output checked and rewritten as a CGI response;
 //! - [`sandbox`]: the compiled module, a fresh instance per request and the
-//!   WASI host functions it calls.
+//!   WASI host functions it calls;
 //!
-//! [`worker`] holds the supervisor, which keeps the worker processes
-//! running, and a worker's main loop.
+//! while the worker's watchdog (`worker::watchdog`) stops a guest that
+//! overruns and passes on the requests that would wait for it.
 //!
 //! Beside them: [`config`] reads and validates the configuration,
-//! [`preinit`] is the Wizer-compatible snapshot tool, [`migrate`] turns a
-//! cgi-bin of Perl and Python scripts into a configuration and says which
-//! scripts cannot run, [`status`] counts requests and serves the status
-//! page, metrics and ping on the admin socket, [`cli`] is the command line.
-
+//! [`preinit`] is the Wizer-compatible snapshot tool (and snapshots the
+//! interpreters of legacy scripts), [`migrate`] turns a cgi-bin of Perl and
+//! Python scripts into a configuration and says which scripts cannot run,
+//! [`status`] counts requests, renders the status page and metrics, and
+//! sets up logging, [`cli`] is the command line.
+//!
+//! Dependencies run one way, from the command line down to the leaves:
+//! `cli` → `supervisor` → `worker` → `migrate` → `cgi` → `status` →
+//! `preinit` → `config` → `sandbox` and `fastcgi`, with `shutdown` beside
+//! the processes; a module uses only those after it (checked by a test).
 
 pub mod cgi;
 pub mod cli;
@@ -34,3 +43,6 @@ pub mod shutdown;
 pub mod status;
 pub mod supervisor;
 pub mod worker;
+
+#[cfg(test)]
+mod tests;

@@ -80,7 +80,7 @@ fuzz_target!(|data: &[u8]| {
             let _ = client.read_to_end(&mut sink);
         });
         server.set_nonblocking(true).unwrap();
-        let line = fastcgi::Queue::default().register(server.as_fd().try_clone_to_owned().unwrap());
+        let line = std::sync::Arc::new(fastcgi::Line::new(server.as_fd().try_clone_to_owned().unwrap(), None));
         let server = tokio::net::UnixStream::from_std(server).unwrap();
         let (r, mut w) = server.into_split();
         let (_stop_tx, stop) = tokio::sync::watch::channel(false);

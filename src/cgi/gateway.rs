@@ -1,9 +1,9 @@
 //! The CGI gateway: takes a FastCGI request whose params are complete,
 //! checks what can be checked before its body arrives, picks its program
-//! (RFC 3875 §3.3) and makes the [`Job`] that takes the body and runs it.
+//! (RFC 3875 §3.3) and makes the [`CgiJob`] that takes the body and runs it.
 
 use std::cell::Cell;
-use std::fmt;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,69 +13,55 @@ use crate::fastcgi::{self, Params, Start};
 use crate::sandbox::Engine;
 use crate::status::{NO_APP, Stats};
 
+use super::Watch;
+use super::access::{Access, RequestId};
 use super::body::BodyBuilder;
 use super::env::MetaVars;
-use super::job::{Job, log_access};
+use super::job::CgiJob;
 use super::response::error_page;
-use super::script::{Route, Router};
-use super::watchdog::Watchdog;
+use super::router::{Route, Router};
 
+/// The worker's FastCGI handler: requests in, [`CgiJob`]s out.
 pub struct Gateway {
     router: Router,
     engine: Engine,
-    watchdog: Watchdog,
+    watch: Rc<dyn Watch>,
     access_log: bool,
     stats: Arc<Stats>,
-    /// This process's id and its requests so far: request ids.
-    pid: u32,
+    /// Requests so far: request ids.
     served: Cell<u64>,
 }
 
 impl Gateway {
-    /// A gateway counting its requests in `stats`, and logging each in the
-    /// access log if `access_log`.
-    pub fn new(router: Router, engine: Engine, watchdog: Watchdog, access_log: bool, stats: Arc<Stats>) -> Gateway {
+    /// A gateway whose guests `watch` watches, counting its requests in
+    /// `stats`, and logging each in the access log if `access_log`.
+    pub fn new(router: Router, engine: Engine, watch: Rc<dyn Watch>, access_log: bool, stats: Arc<Stats>) -> Gateway {
         Gateway {
             router,
             engine,
-            watchdog,
+            watch,
             access_log,
             stats,
-            pid: std::process::id(),
             served: Cell::new(0),
         }
     }
 }
 
-/// A request's id in the log: the serving process and its request count.
-#[derive(Debug, Clone, Copy)]
-pub struct RequestId {
-    pid: u32,
-    seq: u64,
-}
-
-impl fmt::Display for RequestId {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{}.{}", self.pid, self.seq)
-    }
-}
-
 impl fastcgi::Handler for Gateway {
-    type Job = Job;
+    type Job = CgiJob;
 
-    fn start(&self, params: Params) -> Start<Job> {
-        let started = Instant::now();
+    fn start(&self, params: Params) -> Start<CgiJob> {
         self.served.set(self.served.get() + 1);
-        let id = RequestId {
-            pid: self.pid,
-            seq: self.served.get(),
+        let access = Access {
+            id: RequestId::new(self.served.get()),
+            started: Instant::now(),
+            logged: self.access_log,
         };
+        let id = access.id;
         let respond = |app: &str, code| {
             self.stats.answered(app, code);
             let page = error_page(code);
-            if self.access_log {
-                log_access(app, id, started, None, Some(code), page.len() as u64, &0);
-            }
+            access.log(app, None, Some(code), page.len() as u64, &0);
             Start::Respond(page)
         };
         let mut vars = MetaVars::from_params(params);
@@ -100,17 +86,15 @@ impl fastcgi::Handler for Gateway {
         let Ok(body) = BodyBuilder::new(content_length, app.guest.limits.max_body) else {
             return respond(&app.name, 413);
         };
-        Start::Run(Job {
-            id,
+        Start::Run(CgiJob::new(
+            access,
             app,
             vars,
             head_only,
             body,
-            watchdog: self.watchdog.clone(),
-            started,
-            access_log: self.access_log,
-            in_flight: self.stats.in_flight(),
-        })
+            self.watch.clone(),
+            self.stats.in_flight(),
+        ))
     }
 
     fn connected(&self) {

@@ -3,6 +3,7 @@
 //! stderr logged, and the guest stopped if the web server gives up on it.
 
 use std::io::{self, Read};
+use std::rc::Rc;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -12,12 +13,12 @@ use crate::fastcgi::{self, ABORTED_APP_STATUS, Ending, Stdout};
 use crate::sandbox::{Interrupt, Outcome, Stdio};
 use crate::status::{Finished, InFlight};
 
+use super::access::{Access, RequestId};
 use super::body::{self, Body, BodyBuilder};
 use super::env::MetaVars;
-use super::gateway::RequestId;
 use super::response::{ResponseWriter, error_page};
-use super::script::App;
-use super::watchdog::{Run, Stop, Watchdog};
+use super::router::App;
+use super::{Run, Stop, Watch};
 
 /// appStatus reported when a guest trapped (as a shell reports `abort()`).
 pub const TRAP_APP_STATUS: u32 = 134;
@@ -28,21 +29,55 @@ pub const TIMEOUT_APP_STATUS: u32 = 124;
 const MAX_STDERR_LINE: usize = 4096;
 
 /// A request routed to its program, taking its body.
-pub struct Job {
-    pub(super) id: RequestId,
-    pub(super) app: Arc<App>,
-    pub(super) vars: MetaVars,
-    pub(super) head_only: bool,
-    pub(super) body: BodyBuilder,
-    pub(super) watchdog: Watchdog,
-    /// When its PARAMS were complete, and whether to log it when it ends.
-    pub(super) started: Instant,
-    pub(super) access_log: bool,
+pub struct CgiJob {
+    access: Access,
+    app: Arc<App>,
+    vars: MetaVars,
+    head_only: bool,
+    body: BodyBuilder,
+    watch: Rc<dyn Watch>,
     /// Counts the request in flight while it lives, and its end.
-    pub(super) in_flight: InFlight,
+    in_flight: InFlight,
 }
 
-impl fastcgi::Job for Job {
+impl CgiJob {
+    /// The job of the request `access` follows, routed to `app`: `vars` its
+    /// environment, `head_only` for a HEAD request, its body taken into
+    /// `body`, its guest watched by `watch`.
+    pub fn new(
+        access: Access,
+        app: Arc<App>,
+        vars: MetaVars,
+        head_only: bool,
+        body: BodyBuilder,
+        watch: Rc<dyn Watch>,
+        in_flight: InFlight,
+    ) -> CgiJob {
+        CgiJob {
+            access,
+            app,
+            vars,
+            head_only,
+            body,
+            watch,
+            in_flight,
+        }
+    }
+
+    /// The answer for a body that cannot be kept.
+    fn refuse(&self, e: &body::Error) -> (u16, Bytes) {
+        let code = match e {
+            body::Error::TooLarge => 413,
+            body::Error::Spool(_) => {
+                tracing::error!(req = %self.access.id, "{e}");
+                500
+            }
+        };
+        (code, error_page(code))
+    }
+}
+
+impl fastcgi::Job for CgiJob {
     fn stdin(&mut self, chunk: Bytes) -> Result<(), Bytes> {
         self.body.push(chunk).map_err(|e| {
             let (code, page) = self.refuse(&e);
@@ -52,17 +87,16 @@ impl fastcgi::Job for Job {
     }
 
     fn run(self, mut out: Stdout) -> Ending {
-        let Job {
-            id,
+        let CgiJob {
+            access,
             app,
             mut vars,
             head_only,
             body,
-            watchdog,
-            started,
-            access_log,
+            watch,
             in_flight,
         } = self;
+        let id = access.id;
         let body = match body.finish() {
             Ok(body) => body,
             Err(e) => {
@@ -90,7 +124,7 @@ impl fastcgi::Job for Job {
             restore: None,
             memory: 0,
             stdin: body,
-            run: watchdog.running(out.peer(), deadline, app.name.clone()),
+            run: watch.running(out.peer(), deadline, app.name.clone()),
             out: ResponseWriter::new(out, head_only),
             output_left: limits.max_output,
             over_limit: false,
@@ -138,47 +172,18 @@ impl fastcgi::Job for Job {
             status,
             restore,
             run: began.elapsed().saturating_sub(restore.unwrap_or_default()),
-            total: started.elapsed(),
+            total: access.started.elapsed(),
             memory,
             timeout,
             trap,
         });
-        if access_log {
-            let exit: &dyn tracing::Value = match &ending {
-                Ending::Complete { app_status, .. } => app_status,
-                Ending::Cut => &"cut",
-            };
-            log_access(&app.name, id, started, restore, status, bytes, exit);
-        }
+        let exit: &dyn tracing::Value = match &ending {
+            Ending::Complete { app_status, .. } => app_status,
+            Ending::Cut => &"cut",
+        };
+        access.log(&app.name, restore, status, bytes, exit);
         ending
     }
-}
-
-/// One access-log line: app, request, status (`-` if none was sent: the
-/// web server gave up first), duration, restore time, response bytes and
-/// appStatus (`cut` for a response cut short).
-pub(super) fn log_access(
-    app: &str,
-    req: RequestId,
-    started: Instant,
-    restore: Option<Duration>,
-    status: Option<u16>,
-    bytes: u64,
-    exit: &dyn tracing::Value,
-) {
-    let ms = started.elapsed().as_secs_f64() * 1000.0;
-    // Microseconds from the run's start to a live instance; `-` if none.
-    let restore_us = restore.map_or_else(|| "-".to_owned(), |r| r.as_micros().to_string());
-    tracing::info!(
-        target: "wcgid::access",
-        app,
-        req = %req,
-        status = status.map_or_else(|| "-".to_owned(), |s| s.to_string()),
-        ms = format_args!("{ms:.2}"),
-        restore_us,
-        bytes,
-        exit,
-    );
 }
 
 /// How a run ended, as far as the response is concerned.
@@ -186,20 +191,6 @@ enum Ended {
     Guest(Outcome),
     Stopped(Stop),
     OutputLimit,
-}
-
-impl Job {
-    /// The answer for a body that cannot be kept.
-    fn refuse(&self, e: &body::Error) -> (u16, Bytes) {
-        let code = match e {
-            body::Error::TooLarge => 413,
-            body::Error::Spool(_) => {
-                tracing::error!(req = %self.id, "{e}");
-                500
-            }
-        };
-        (code, error_page(code))
-    }
 }
 
 /// Ends the response according to how the guest ended.
@@ -342,7 +333,7 @@ struct Exchange {
     /// It tried to write more.
     over_limit: bool,
     stderr: StderrLog,
-    run: Run,
+    run: Box<dyn Run>,
 }
 
 impl Stdio for Exchange {

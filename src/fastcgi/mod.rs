@@ -24,17 +24,63 @@
 
 pub mod client;
 mod connection;
-mod handoff;
+mod line;
 mod params;
-mod queue;
 mod record;
 mod stdout;
 
-pub use connection::{ABORTED_APP_STATUS, Caps, Handler, Job, Start, serve};
-pub use handoff::Handoff;
+use bytes::Bytes;
+
+pub use connection::serve;
+pub use line::{Line, Seen, Waited};
 pub use params::Params;
-pub use queue::{Backlog, Line, Queue, Shed};
 pub use stdout::{Ending, Gone, Peer, PeerWatch, Stdout};
+
+/// appStatus of a request ended by FCGI_ABORT_REQUEST (§5.4) before its
+/// program finished.
+pub const ABORTED_APP_STATUS: u32 = 1;
+
+/// What the connection tells peers through FCGI_GET_VALUES (§4.1), and the
+/// bounds it enforces on PARAMS.
+#[derive(Debug, Clone)]
+pub struct Caps {
+    /// FCGI_MAX_CONNS: connections served at once.
+    pub max_conns: usize,
+    /// FCGI_MAX_REQS: requests accepted at once.
+    pub max_reqs: usize,
+    /// Total bytes of one request's PARAMS stream.
+    pub max_params_bytes: usize,
+    /// Name-value pairs in one request's PARAMS stream.
+    pub max_params: usize,
+}
+
+/// What a request becomes once its PARAMS are complete.
+pub enum Start<J> {
+    /// A complete response, known at once (an error page): sent as STDOUT
+    /// with appStatus 0, whatever STDIN still brings is ignored.
+    Respond(Bytes),
+    /// A job that takes the body, then runs.
+    Run(J),
+}
+
+/// What runs requests.
+pub trait Handler {
+    type Job: Job;
+    fn start(&self, params: Params) -> Start<Self::Job>;
+    /// A connection was accepted (for the counts).
+    fn connected(&self) {}
+    /// The complete response for a request whose PARAMS exceed [`Caps`].
+    fn params_too_large(&self) -> Bytes;
+}
+
+/// One request's work.
+pub trait Job {
+    /// Takes the next chunk of the body. `Err` carries a complete response
+    /// to send instead of running (the body is too large, say).
+    fn stdin(&mut self, chunk: Bytes) -> Result<(), Bytes>;
+    /// Runs, once the body is complete, writing to `out`; blocks the thread.
+    fn run(self, out: Stdout) -> Ending;
+}
 
 /// Record types (§8).
 pub mod kind {

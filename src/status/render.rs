@@ -1,6 +1,6 @@
 //! The status page as text (for people, like php-fpm's) and the Prometheus
 //! text exposition format 0.0.4 (for scrapers). The JSON page is the
-//! [`View`] serialized as is.
+//! board's view serialized as is.
 
 use std::fmt::Write;
 use std::time::{Duration, UNIX_EPOCH};

@@ -1,5 +1,5 @@
 //! The supervisor, php-fpm style: it binds the listening socket once
-//! ([`socket`]) and keeps `server.workers` worker processes (the same
+//! (`socket`) and keeps `server.workers` worker processes (the same
 //! binary, `wcgid __worker`) running, each of which accepts connections on
 //! that socket and serves them on its single thread, running one guest at a
 //! time ([`crate::worker`]).
@@ -17,7 +17,7 @@
 //! socket pairs, this doubled hello's throughput through nginx (see
 //! docs/performance.md). A connection moves to another worker only when a
 //! request on it would otherwise wait for its busy worker
-//! ([`crate::fastcgi::Handoff`], over a socket pair the supervisor makes).
+//! ([`crate::worker::handoff`], over a socket pair the supervisor makes).
 //!
 //! Workers load the modules from the AOT cache the supervisor filled (a
 //! private one in a temporary directory when `server.cache_dir` is unset),
@@ -27,7 +27,7 @@
 //! the new one serves; the listening socket never closes.
 //!
 //! The supervisor also serves the admin socket (status, metrics, ping:
-//! [`admin`]) from the workers' reports, so that it answers however busy the
+//! `admin`) from the workers' reports, so that it answers however busy the
 //! workers are. As PID 1 of a container it first forks an init ([`init`]).
 
 mod admin;
@@ -53,11 +53,14 @@ use tokio::task::JoinSet;
 
 use crate::cgi::Router;
 use crate::config::{Config, Server};
-use crate::fastcgi::{Handoff, Queue};
+
 use crate::sandbox::Engine;
 use crate::shutdown::{self, DRAIN, Request, Signals, Stop, StopFlags};
 use crate::status::{self, Board};
-use crate::worker::{self, SUPERVISOR_ENV, accept::Acceptor};
+use crate::worker::accept::Acceptor;
+use crate::worker::handoff::Handoff;
+use crate::worker::queue::Queue;
+use crate::worker::{self, SUPERVISOR_ENV};
 
 use admin::Admin;
 use socket::BoundSocket;

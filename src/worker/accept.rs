@@ -20,7 +20,9 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 
-use crate::fastcgi::{self, Backlog, Caps, Handler, Line, Queue};
+use crate::fastcgi::{self, Caps, Handler, Line};
+
+use super::queue::{Backlog, Queue};
 use crate::shutdown::{DRAIN, StopFlags};
 
 /// A worker's listening socket, accepting.

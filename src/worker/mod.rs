@@ -7,11 +7,14 @@
 //!
 //! Its rooms: [`accept`] takes connections and drains them at the stop;
 //! each is served by [`crate::fastcgi`] with the [`Gateway`] as handler,
-//! which runs the guests; beside the serving thread, the gateway's
-//! watchdog ([`crate::cgi::Watchdog`]) stops guests that overrun and
-//! passes on or sheds the requests that would wait ([`Queue`]).
+//! which runs the guests; beside the serving thread, the [`watchdog`] stops
+//! guests that overrun, and passes on ([`handoff`]) or sheds the requests
+//! that would wait ([`queue`]).
 
 pub mod accept;
+pub mod handoff;
+pub mod queue;
+pub mod watchdog;
 
 use std::fs::File;
 use std::io::Write;
@@ -21,14 +24,17 @@ use std::sync::Arc;
 
 use nix::sys::signal::Signal;
 
-use crate::cgi::{Gateway, Router, Watchdog};
+use crate::cgi::{Gateway, Router};
 use crate::config::Config;
-use crate::fastcgi::{Caps, Handoff, Queue};
+use crate::fastcgi::Caps;
 use crate::sandbox::Engine;
 use crate::shutdown::{self, StopFlags};
 use crate::status::{Reporter, Stats};
 
 use accept::Acceptor;
+use handoff::Handoff;
+use queue::Queue;
+use watchdog::Watchdog;
 
 /// The variable that gives a worker its supervisor's pid: a worker whose
 /// parent is no longer that process ends.
@@ -70,7 +76,7 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
         let stats = Arc::new(Stats::default());
         let reporter = Reporter::start(stats.clone(), ready()?)?;
         let watchdog = Watchdog::start(queue.clone(), server.queue_timeout, reporter.clone())?;
-        let gateway = Rc::new(Gateway::new(router, engine, watchdog, server.access_log, stats));
+        let gateway = Rc::new(Gateway::new(router, engine, Rc::new(watchdog), server.access_log, stats));
         // GET_VALUES answers for the application; each worker takes its
         // share of the connections, so that together they never exceed it.
         let share = (server.max_connections / server.workers).max(1);

@@ -8,7 +8,7 @@
 //! meanwhile waits unread. The watchdog looks at those connections without
 //! reading them. One on which a new request starts, nothing of it read yet,
 //! is handed to an idle worker ([`Queue::hand_over`], see [`Handoff`]). One
-//! that cannot be handed over is timed with [`Queue::shed`]: a request found
+//! that cannot be handed over is timed with [`Queue::shed`] (see [`Line`]): a request found
 //! complete and waiting (by `MSG_PEEK`, reading nothing) is timed from the
 //! tick it was first seen; past the limit it is answered and its connection
 //! shut down, so that the serving thread, when it gets there, drops the
@@ -24,47 +24,17 @@
 //! connection once accepted is never dropped unanswered.
 
 use std::collections::VecDeque;
-use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
-use bytes::BytesMut;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
-use nix::sys::socket::{MsgFlags, Shutdown, recv, shutdown};
+use parking_lot::Mutex;
+
+use crate::fastcgi::{Line, Seen, Waited};
 
 use super::handoff::Handoff;
-use super::record::{complete_request, put_response_end};
-use super::status;
-use super::stdout::{peek, send_all};
-
-/// How long an answer to a shed request may take to go out.
-const ANSWER_WITHIN: Duration = Duration::from_millis(100);
-/// How far apart two looks that saw the same wait may be for the wait to
-/// count from the first: the watchdog looks every tick while a long run
-/// goes on, and not at all between runs, when what waited may have been
-/// served and something else have come.
-const SEEN_AGAIN_WITHIN: Duration = Duration::from_millis(500);
-
-/// A wait seen by the watchdog: when first, and when last.
-#[derive(Debug, Clone, Copy)]
-struct Seen {
-    first: Instant,
-    last: Instant,
-}
-
-impl Seen {
-    /// Records a look at `now` that saw the wait in `seen`; returns how
-    /// long it has been seen waiting without a break.
-    fn again(seen: &mut Option<Seen>, now: Instant) -> Duration {
-        let first = match *seen {
-            Some(Seen { first, last }) if now.saturating_duration_since(last) <= SEEN_AGAIN_WITHIN => first,
-            _ => now,
-        };
-        *seen = Some(Seen { first, last: now });
-        now.saturating_duration_since(first)
-    }
-}
 
 /// A worker's connections, as its watchdog sees them.
 #[derive(Clone, Default)]
@@ -145,22 +115,6 @@ impl Source {
     }
 }
 
-/// One connection: its socket, whether its unread input starts a new
-/// request, whether it was handed to another worker, and since when a
-/// request has been seen waiting there.
-pub struct Line {
-    pub(super) socket: Arc<OwnedFd>,
-    idle: AtomicBool,
-    handed: AtomicBool,
-    since: Mutex<Option<Seen>>,
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every value behind these locks is set by one store: a panic cannot
-    // leave it torn.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Queue {
     /// Also watches `backlog`, the worker's listening
     /// socket (a duplicate of it, non-blocking), and the connections other
@@ -203,7 +157,7 @@ impl Queue {
     pub async fn taken(&self) -> OwnedFd {
         let received = self.inbound.handoff.as_ref();
         loop {
-            if let Some(socket) = lock(&self.inbound.taken).pop_front() {
+            if let Some(socket) = self.inbound.taken.lock().pop_front() {
                 return socket;
             }
             // Receiving through tokio clears its readiness when nothing
@@ -240,7 +194,7 @@ impl Queue {
             .into_iter()
             .flatten()
         {
-            *lock(&waiting.since) = None;
+            *waiting.since.lock() = None;
         }
     }
 
@@ -249,22 +203,22 @@ impl Queue {
     /// finds every connection the watchdog took.
     pub fn stop_watching_backlog(&self) {
         let inbound = &self.inbound;
-        let _checking = inbound.backlog.as_ref().map(|b| lock(&b.since));
-        let _handed = inbound.handoff.as_ref().map(|h| lock(&h.waiting.since));
+        let _checking = inbound.backlog.as_ref().map(|b| b.since.lock());
+        let _handed = inbound.handoff.as_ref().map(|h| h.waiting.since.lock());
         inbound.watched.store(false, Ordering::Release);
     }
 
     /// Such a connection, if one is there now.
     pub fn take_now(&self) -> Option<OwnedFd> {
-        let taken = lock(&self.inbound.taken).pop_front();
+        let taken = self.inbound.taken.lock().pop_front();
         taken.or_else(|| self.inbound.handoff.as_ref()?.handoff.receive().ok()?)
     }
 
     /// Adds a connection, nothing of it read yet; it leaves the queue when
     /// the returned line drops.
     pub fn register(&self, socket: OwnedFd) -> Arc<Line> {
-        let line = Arc::new(Line::new(socket, true, None));
-        let mut conns = lock(&self.conns);
+        let line = Arc::new(Line::new(socket, None));
+        let mut conns = self.conns.lock();
         conns.retain(|c| c.strong_count() > 0);
         conns.push(Arc::downgrade(&line));
         line
@@ -272,12 +226,8 @@ impl Queue {
 
     /// The connections whose unread input would start a new request.
     pub fn idle_lines(&self) -> Vec<Arc<Line>> {
-        let conns = lock(&self.conns);
-        conns
-            .iter()
-            .filter_map(Weak::upgrade)
-            .filter(|line| line.idle.load(Ordering::Acquire))
-            .collect()
+        let conns = self.conns.lock();
+        conns.iter().filter_map(Weak::upgrade).filter(|line| line.is_idle()).collect()
     }
 
     /// Passes `line` to whichever worker is idle first, if the queue has
@@ -288,15 +238,7 @@ impl Queue {
         let Some(received) = &self.inbound.handoff else {
             return false;
         };
-        if self.inbound.stopping.load(Ordering::Acquire)
-            || !line.idle.load(Ordering::Acquire)
-            || received.handoff.pass(&line.socket).is_err()
-        {
-            return false;
-        }
-        line.idle.store(false, Ordering::Release);
-        line.handed.store(true, Ordering::Release);
-        true
+        !self.inbound.stopping.load(Ordering::Acquire) && line.pass_on(|socket| received.handoff.pass(socket))
     }
 
     /// Times the complete requests waiting on idle connections, and answers
@@ -333,13 +275,6 @@ pub struct Shed {
     pub answered: usize,
 }
 
-/// Whether a request was found waiting, and answered.
-enum Waited {
-    No,
-    Yes,
-    Answered,
-}
-
 impl Waiting {
     fn new(source: Source) -> Waiting {
         Waiting {
@@ -353,7 +288,7 @@ impl Inbound {
     /// Whether connections wait in `waiting`, and answers one that waited
     /// past `limit`.
     fn check(&self, waiting: &Waiting, now: Instant, limit: Duration, page: &[u8]) -> Waited {
-        let mut since = lock(&waiting.since);
+        let mut since = waiting.since.lock();
         let mut fds = [PollFd::new(waiting.source.as_fd(), PollFlags::POLLIN)];
         if !self.watched.load(Ordering::Acquire) || !matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1)) {
             *since = None;
@@ -366,16 +301,15 @@ impl Inbound {
             // Another worker took it after all.
             return Waited::No;
         };
-        let line = Line::new(socket, true, *since);
+        let line = Line::new(socket, *since);
         // Its request may still be on its way: a moment for it.
-        let mut fds = [PollFd::new(line.socket.as_fd(), PollFlags::POLLIN)];
+        let mut fds = [PollFd::new(line.as_fd(), PollFlags::POLLIN)];
         let _ = poll(&mut fds, PollTimeout::from(100u8));
         match line.check(now, limit, page) {
             Waited::Answered => Waited::Answered,
             // Not answerable yet: the serving thread will serve it.
             Waited::Yes | Waited::No => {
-                let socket = Arc::try_unwrap(line.socket).expect("the line's only holder");
-                lock(&self.taken).push_back(socket);
+                self.taken.lock().push_back(line.into_socket());
                 self.wake.notify_one();
                 Waited::Yes
             }
@@ -383,100 +317,3 @@ impl Inbound {
     }
 }
 
-impl Line {
-    fn new(socket: OwnedFd, idle: bool, since: Option<Seen>) -> Line {
-        Line {
-            socket: Arc::new(socket),
-            idle: AtomicBool::new(idle),
-            handed: AtomicBool::new(false),
-            since: Mutex::new(since),
-        }
-    }
-
-    /// The connection's socket, to poll.
-    pub fn as_fd(&self) -> BorrowedFd<'_> {
-        self.socket.as_fd()
-    }
-
-    /// Tells the watchdog whether the unread input starts at a request:
-    /// true only while nothing of the next request has been read.
-    pub(super) fn set_idle(&self, idle: bool) {
-        // Once per request, not per record: only a change takes the lock.
-        if self.idle.swap(idle, Ordering::AcqRel) && !idle {
-            *lock(&self.since) = None;
-        }
-    }
-
-    /// Whether the connection went to another worker: it must not be read
-    /// or shut down here any more, only closed.
-    pub fn is_handed_over(&self) -> bool {
-        self.handed.load(Ordering::Acquire)
-    }
-
-    /// Whether input (or the peer's hang-up) is waiting, unread.
-    pub(super) fn readable(&self) -> bool {
-        let mut fds = [PollFd::new(self.socket.as_fd(), PollFlags::POLLIN)];
-        matches!(poll(&mut fds, PollTimeout::ZERO), Ok(1))
-    }
-
-    /// Whether a complete request waits, and answers it once it waited
-    /// past `limit`.
-    fn check(&self, now: Instant, limit: Duration, page: &[u8]) -> Waited {
-        let mut since = lock(&self.since);
-        let Some((id, len)) = self.waiting_request() else {
-            *since = None;
-            return Waited::No;
-        };
-        if Seen::again(&mut since, now) < limit {
-            return Waited::Yes;
-        }
-        let mut answer = BytesMut::new();
-        put_response_end(&mut answer, id, page, 0, status::OVERLOADED);
-        let _ = send_all(&self.socket, &answer, Some(now + ANSWER_WITHIN));
-        // The request it answers is taken out: a socket closed with unread
-        // input is reset, and the peer might not read the answer first.
-        let mut left = len;
-        let mut sink = [0u8; 4096];
-        while left > 0 {
-            match recv(
-                self.socket.as_raw_fd(),
-                &mut sink[..left.min(4096)],
-                MsgFlags::MSG_DONTWAIT,
-            ) {
-                Ok(n) if n > 0 => left -= n,
-                _ => break,
-            }
-        }
-        // Both ways: the serving thread finds it hung up, and drops it.
-        let _ = shutdown(self.socket.as_raw_fd(), Shutdown::Both);
-        self.idle.store(false, Ordering::Release);
-        Waited::Answered
-    }
-
-    /// The id and length of a complete request waiting unread, if there is
-    /// one.
-    fn waiting_request(&self) -> Option<(u16, usize)> {
-        if !self.readable() {
-            return None;
-        }
-        complete_request(&peek(&self.socket).ok()?)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_wait_counts_from_its_first_look_until_a_break() {
-        let start = Instant::now();
-        let at = |ms| start + Duration::from_millis(ms);
-        let mut seen = None;
-        assert_eq!(Seen::again(&mut seen, at(0)), Duration::ZERO);
-        assert_eq!(Seen::again(&mut seen, at(100)), Duration::from_millis(100));
-        assert_eq!(Seen::again(&mut seen, at(600)), Duration::from_millis(600));
-        // Not seen for longer than SEEN_AGAIN_WITHIN: another wait.
-        assert_eq!(Seen::again(&mut seen, at(1200)), Duration::ZERO);
-        assert_eq!(Seen::again(&mut seen, at(1300)), Duration::from_millis(100));
-    }
-}

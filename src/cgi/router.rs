@@ -42,7 +42,7 @@ pub struct App {
     pub program: Program,
     pub guest: Guest,
     /// What its requests' environment gets after their meta-variables:
-    /// see [`extra_env`].
+    /// see `extra_env`.
     pub env: Vec<(String, Bytes)>,
     /// `argv`: the script's name alone (RFC 3875 §4.4 search-string argv
     /// words are not supported).

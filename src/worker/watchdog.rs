@@ -1,4 +1,4 @@
-//! The gateway's watchdog: a thread beside the worker's serving thread that
+//! The worker's watchdog: a thread beside the worker's serving thread that
 //! follows each guest run lasting more than [`WATCH_AFTER`]. It stops the
 //! guest once the web server has given up on the request
 //! (FCGI_ABORT_REQUEST, FastCGI 1.0 §5.4, or the connection closed, as nginx
@@ -36,7 +36,7 @@
 use std::io;
 use std::os::fd::AsFd;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::sync::{Arc, Weak};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
@@ -46,11 +46,15 @@ use nix::sys::eventfd::{EfdFlags, EventFd};
 use nix::sys::time::TimeSpec;
 use nix::sys::timerfd::{ClockId, Expiration, TimerFd, TimerFlags, TimerSetTimeFlags};
 
-use crate::fastcgi::{Line, Peer, Queue};
+use parking_lot::{Mutex, MutexGuard};
+
+use crate::cgi::response::error_page;
+use crate::cgi::{Run, Stop, Watch};
+use crate::fastcgi::{Line, Peer};
 use crate::sandbox::Interrupt;
 use crate::status::Reporter;
 
-use super::response::error_page;
+use super::queue::Queue;
 
 /// How long a run goes before the watchdog follows it: a request arriving
 /// meanwhile on another of the worker's connections waits this long at
@@ -65,15 +69,6 @@ pub const TICK: Duration = Duration::from_millis(100);
 pub const KILL_AFTER: Duration = Duration::from_secs(2);
 /// appStatus of a request whose worker was ended under it.
 const KILLED_APP_STATUS: u32 = 137;
-
-/// Why a guest is to stop.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// The web server gave up on the request.
-    Gone = 1,
-    /// The app's timeout passed.
-    Timeout = 2,
-}
 
 /// Starts watching runs; the thread ends when the last handle is dropped.
 #[derive(Clone)]
@@ -164,9 +159,10 @@ impl Watchdog {
         Ok(Watchdog { shared })
     }
 
-    /// Marks the start of a run of `app` for the request of `peer`, to stop
-    /// at `deadline`; the run ends when the returned handle is dropped.
-    pub fn running(&self, peer: Peer, deadline: Instant, app: Arc<str>) -> Run {
+}
+
+impl Watch for Watchdog {
+    fn running(&self, peer: Peer, deadline: Instant, app: Arc<str>) -> Box<dyn Run> {
         let mut slot = self.shared.lock();
         slot.seq += 1;
         slot.running = Some(Watched {
@@ -183,20 +179,19 @@ impl Watchdog {
         if !self.shared.fds.armed.swap(true, Ordering::AcqRel) {
             self.shared.fds.arm(WATCH_AFTER);
         }
-        Run {
+        Box::new(WatchedRun {
             shared: self.shared.clone(),
-        }
+        })
     }
 }
 
 /// A guest's run, as its host calls see it.
-pub struct Run {
+struct WatchedRun {
     shared: Arc<Shared>,
 }
 
-impl Run {
-    /// Why the guest is to stop, if it is.
-    pub fn stopped(&self) -> Option<Stop> {
+impl Run for WatchedRun {
+    fn stopped(&self) -> Option<Stop> {
         match self.shared.stop.load(Ordering::Acquire) {
             1 => Some(Stop::Gone),
             2 => Some(Stop::Timeout),
@@ -204,9 +199,7 @@ impl Run {
         }
     }
 
-    /// Gives the watchdog the means to stop the guest in the middle of its
-    /// code; if it was told to stop already, stops it now.
-    pub fn interruptible(&self, interrupt: &Interrupt) {
+    fn interruptible(&self, interrupt: &Interrupt) {
         let mut slot = self.shared.lock();
         if let Some(watched) = &mut slot.running {
             watched.interrupt = Some(interrupt.clone());
@@ -216,8 +209,7 @@ impl Run {
         }
     }
 
-    /// Sleeps `wait`, unless the guest is stopped meanwhile: `false`.
-    pub fn sleep(&self, wait: Duration) -> bool {
+    fn sleep(&self, wait: Duration) -> bool {
         let until = Instant::now() + wait;
         self.shared.waits();
         loop {
@@ -235,7 +227,7 @@ impl Run {
     }
 }
 
-impl Drop for Run {
+impl Drop for WatchedRun {
     fn drop(&mut self) {
         let mut slot = self.shared.lock();
         slot.running = None;
@@ -270,8 +262,7 @@ impl Shared {
     }
 
     fn lock(&self) -> MutexGuard<'_, Slot> {
-        // The slot holds no invariant a panic could break.
-        self.slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+        self.slot.lock()
     }
 
     /// Stops `watched`, the current run, which the caller holds the lock
