@@ -10,7 +10,9 @@
 //! modules its site imports loaded already ([`imports`]).
 
 pub mod access;
+mod app;
 pub mod body;
+mod cgi_bin;
 mod env;
 mod gateway;
 pub mod imports;
