@@ -77,7 +77,11 @@ fn references(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<
                 None => vec![path_at(rest)],
             };
             for path in paths {
-                let full = [base.as_str(), &path].iter().filter(|p| !p.is_empty()).copied().collect::<Vec<_>>();
+                let full = [base.as_str(), &path]
+                    .iter()
+                    .filter(|p| !p.is_empty())
+                    .copied()
+                    .collect::<Vec<_>>();
                 let full = full.join("::");
                 // The longest prefix that is a module.
                 let mut segments: Vec<&str> = full.split("::").collect();
@@ -95,7 +99,9 @@ fn references(module: &str, code: &str, modules: &BTreeSet<String>) -> BTreeSet<
 
 /// The path at the start of `s`: `a::b::C`.
 fn path_at(s: &str) -> String {
-    s.chars().take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':').collect()
+    s.chars()
+        .take_while(|c| c.is_alphanumeric() || *c == '_' || *c == ':')
+        .collect()
 }
 
 /// The paths of a `use` group's items, `{` already taken: `a::X, b::{..}`.
@@ -112,7 +118,11 @@ fn top_level_items(group: &str) -> Vec<String> {
             _ => {}
         }
     }
-    items.iter().map(|i| path_at(i.trim())).filter(|p| !p.is_empty()).collect()
+    items
+        .iter()
+        .map(|i| path_at(i.trim()))
+        .filter(|p| !p.is_empty())
+        .collect()
 }
 
 /// Every dependency between two modules neither of which contains the
@@ -128,7 +138,11 @@ fn sibling_edges() -> BTreeSet<(String, String, String)> {
             if common == from.len() || common == to.len() {
                 continue;
             }
-            edges.insert((from[..common].join("::"), from[common].to_owned(), to[common].to_owned()));
+            edges.insert((
+                from[..common].join("::"),
+                from[common].to_owned(),
+                to[common].to_owned(),
+            ));
         }
     }
     edges
@@ -194,6 +208,9 @@ fn the_check_sees_a_cycle_and_a_use_against_the_order() {
     let code = "use crate::{fastcgi::Line, worker};\nuse super::access::RequestId;\n";
     assert_eq!(
         references("cgi::job", code, &modules),
-        ["cgi::access", "fastcgi", "worker"].iter().map(|m| m.to_string()).collect()
+        ["cgi::access", "fastcgi", "worker"]
+            .iter()
+            .map(|m| m.to_string())
+            .collect()
     );
 }

@@ -71,7 +71,6 @@ pub(super) fn extra_env(guest: &Guest) -> Vec<(String, Bytes)> {
     env
 }
 
-
 #[derive(Debug, thiserror::Error)]
 pub enum LoadError {
     #[error("app {name}: {source}")]

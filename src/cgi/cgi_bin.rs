@@ -325,9 +325,7 @@ impl CgiBin {
             guest: self.guest.clone(),
             args,
         });
-        self.cache
-            .lock()
-            .insert(path.to_owned(), (id, app.clone()));
+        self.cache.lock().insert(path.to_owned(), (id, app.clone()));
         Ok(app)
     }
 
@@ -346,9 +344,7 @@ impl CgiBin {
         }
         let name = path.file_stem().unwrap_or_default().to_string_lossy();
         let app = Arc::new(App::load(engine, &name, path, &self.guest)?);
-        self.cache
-            .lock()
-            .insert(path.to_owned(), (id, app.clone()));
+        self.cache.lock().insert(path.to_owned(), (id, app.clone()));
         Ok(app)
     }
 }
@@ -366,7 +362,6 @@ fn script_filename(vars: &MetaVars) -> Option<PathBuf> {
     };
     Some(PathBuf::from(OsStr::from_bytes(raw)))
 }
-
 
 #[cfg(test)]
 mod tests {

@@ -36,7 +36,6 @@ pub enum Route {
     NotFound,
 }
 
-
 pub struct Router {
     /// Longest route first.
     apps: Vec<(String, Arc<App>)>,
@@ -100,4 +99,3 @@ impl Router {
         self.cgi_bin.as_ref().ok_or(Refusal::NotFound)?.resolve(engine, vars)
     }
 }
-

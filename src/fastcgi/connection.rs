@@ -21,8 +21,8 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::params::{Params, put_pair};
 use super::line::Line;
+use super::params::{Params, put_pair};
 use super::record::{
     Record, RecordReader, put_end_request, put_record, put_response_end, put_unknown_type, scan_for_abort,
 };

@@ -16,13 +16,14 @@
 
 use std::io;
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 use nix::errno::Errno;
 use nix::poll::{PollFd, PollFlags, PollTimeout, poll};
 use nix::sys::socket::{MsgFlags, recv, send};
+use parking_lot::Mutex;
 
 use super::record::{put_response_end, put_stream, scan_for_abort};
 use super::{kind, status};
@@ -94,7 +95,7 @@ impl Stdout {
     /// Sends `data` as STDOUT records now, blocking while the peer's socket
     /// buffer is full. An error means the peer is gone, or too slow.
     pub fn send(&mut self, data: &[u8]) -> io::Result<()> {
-        let mut sending = lock(&self.sending);
+        let mut sending = self.sending.lock();
         if self.broken || sending.taken {
             return Err(io::ErrorKind::BrokenPipe.into());
         }
@@ -105,11 +106,6 @@ impl Stdout {
         self.broken = sent.is_err();
         sent
     }
-}
-
-fn lock(sending: &Mutex<Sending>) -> MutexGuard<'_, Sending> {
-    // Two flags, each set by one store: a panic cannot leave them torn.
-    sending.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Writes all of `data` to the non-blocking socket `fd`, waiting in poll(2)
@@ -225,7 +221,7 @@ impl Peer {
     /// for a job that will never end. Returns whether it did. The job's
     /// later sends fail.
     pub fn answer_instead(&self, stdout: &[u8], app_status: u32) -> bool {
-        let Ok(mut sending) = self.sending.try_lock() else {
+        let Some(mut sending) = self.sending.try_lock() else {
             return false;
         };
         if sending.started || sending.taken {

@@ -62,7 +62,8 @@ impl Cache {
         let target = wasmer::sys::Target::default();
         let salt = format!(
             "wasmer {} | {} | {} | {:?} | format {FORMAT}",
-            env!("WCGID_WASMER_VERSION"),
+            // wasmer-types is released in lockstep with wasmer.
+            wasmer_types::VERSION,
             engine.deterministic_id(),
             target.triple(),
             wasmer::sys::CpuFeature::for_host(),
@@ -227,12 +228,7 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let engine = wasmer::Engine::default();
         let cache = Cache::open(&dir, &engine).unwrap();
-        (
-            cache,
-            engine,
-            wat::parse_str(WAT).unwrap(),
-            dir,
-        )
+        (cache, engine, wat::parse_str(WAT).unwrap(), dir)
     }
 
     fn entry_file(dir: &Path) -> PathBuf {

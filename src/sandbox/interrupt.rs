@@ -314,10 +314,7 @@ mod tests {
             fuel: false,
         };
         // The engine that compiled the module holds its code.
-        let engine = checks
-            .compiler(&wat::parse_str(wat).unwrap())
-            .unwrap()
-            .unwrap();
+        let engine = checks.compiler(&wat::parse_str(wat).unwrap()).unwrap().unwrap();
         let module = wasmer::Module::new(&engine, wat::parse_str(wat).unwrap()).unwrap();
         let layout = Layout::of(&module).expect("compiled with the check");
         let mut store = wasmer::Store::new(engine);

@@ -1,8 +1,8 @@
 //! What a worker counts, and the snapshot of it the worker reports.
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};

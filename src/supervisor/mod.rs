@@ -131,10 +131,7 @@ impl Spawner {
         match tokio::time::timeout(READY_WITHIN, stdout.read(&mut ready)).await {
             Ok(Ok(1)) => {
                 let pid = child.id().unwrap_or_default();
-                self.board
-                    .lock()
-                    
-                    .started(pid, generation);
+                self.board.lock().started(pid, generation);
                 Ok(Worker {
                     child,
                     pid,

@@ -63,9 +63,7 @@ impl Acceptor {
     /// [`Queue::with_inbound`]).
     pub fn duplicate(&self) -> io::Result<Backlog> {
         Ok(match self {
-            Acceptor::Unix(l) => {
-                Backlog::Unix(std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?))
-            }
+            Acceptor::Unix(l) => Backlog::Unix(std::os::unix::net::UnixListener::from(l.as_fd().try_clone_to_owned()?)),
             Acceptor::Tcp(l) => Backlog::Tcp(std::net::TcpListener::from(l.as_fd().try_clone_to_owned()?)),
         })
     }

@@ -76,7 +76,13 @@ pub fn run(engine: Engine, router: Router, config: &Config) -> anyhow::Result<()
         let stats = Arc::new(Stats::default());
         let reporter = Reporter::start(stats.clone(), ready()?)?;
         let watchdog = Watchdog::start(queue.clone(), server.queue_timeout, reporter.clone())?;
-        let gateway = Rc::new(Gateway::new(router, engine, Rc::new(watchdog), server.access_log, stats));
+        let gateway = Rc::new(Gateway::new(
+            router,
+            engine,
+            Rc::new(watchdog),
+            server.access_log,
+            stats,
+        ));
         // GET_VALUES answers for the application; each worker takes its
         // share of the connections, so that together they never exceed it.
         let share = (server.max_connections / server.workers).max(1);

@@ -227,7 +227,11 @@ impl Queue {
     /// The connections whose unread input would start a new request.
     pub fn idle_lines(&self) -> Vec<Arc<Line>> {
         let conns = self.conns.lock();
-        conns.iter().filter_map(Weak::upgrade).filter(|line| line.is_idle()).collect()
+        conns
+            .iter()
+            .filter_map(Weak::upgrade)
+            .filter(|line| line.is_idle())
+            .collect()
     }
 
     /// Passes `line` to whichever worker is idle first, if the queue has
@@ -316,4 +320,3 @@ impl Inbound {
         }
     }
 }
-

@@ -158,7 +158,6 @@ impl Watchdog {
             .spawn(move || watch(weak, fds))?;
         Ok(Watchdog { shared })
     }
-
 }
 
 impl Watch for Watchdog {
