@@ -227,12 +227,7 @@ mod tests {
         std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
         let engine = wasmer::Engine::default();
         let cache = Cache::open(&dir, &engine).unwrap();
-        (
-            cache,
-            engine,
-            wat::parse_str(WAT).unwrap(),
-            dir,
-        )
+        (cache, engine, wat::parse_str(WAT).unwrap(), dir)
     }
 
     fn entry_file(dir: &Path) -> PathBuf {
