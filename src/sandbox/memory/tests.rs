@@ -209,7 +209,7 @@ fn no_secret_survives_a_reset_tracked_or_not() {
                 writer.store(addr, SECRET).unwrap();
             }
             assert_eq!(writer.grow(8), 64);
-            writer.store((70 << 16) - 4, SECRET).unwrap();
+            writer.store(70 * PAGE - 4, SECRET).unwrap();
             drop(writer);
             let mut next = Probe::with_image(&module, Some(&image));
             assert!(
@@ -218,7 +218,7 @@ fn no_secret_survives_a_reset_tracked_or_not() {
             );
             assert_eq!(next.grow(8), 64);
             assert_eq!(
-                next.load((70 << 16) - 4).unwrap(),
+                next.load(70 * PAGE - 4).unwrap(),
                 0,
                 "untracked {untracked}: grown memory"
             );
