@@ -20,12 +20,12 @@
 //! interpreter embeds from the memory it starts with.
 
 use wasm_encoder::reencode::{Reencode, RoundtripReencoder};
+use wasmer::WASM_PAGE_SIZE;
 use wasmparser::{DataKind, Operator, Parser, Payload, TypeRef};
 
 /// Data bytes from which an image is worth it: below, Wasmer's copy costs
 /// about what a mapping does.
 const IMAGE_FROM: usize = 64 * 1024;
-const WASM_PAGE: u64 = 65536;
 
 /// A module ready to compile, and its memory image if it has one.
 pub struct Prepared {
@@ -86,7 +86,7 @@ pub fn initial_memory(wasm: &[u8]) -> wasmparser::Result<Option<InitialMemory>> 
                         return Ok(None);
                     }
                     memories += 1;
-                    minimum = memory.initial * WASM_PAGE;
+                    minimum = memory.initial * WASM_PAGE_SIZE as u64;
                 }
             }
             Payload::DataSection(section) => {

@@ -39,9 +39,10 @@
 
 #![allow(unsafe_code)]
 
+use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use parking_lot::Mutex;
 use wasmer::sys::vm::{VMMemoryDefinition, VMOffsets};
 use wasmer::sys::{FunctionMiddleware, MiddlewareError, MiddlewareReaderState, ModuleMiddleware};
 use wasmer::wasmparser::{BlockType, Operator};
@@ -112,12 +113,12 @@ impl ModuleMiddleware for Check {
         let first = GlobalIndex::from_u32(last.as_u32() + 1 - self.flags);
         info.exports.insert(EXPORT.to_owned(), ExportIndex::Global(first));
         info.exports.insert(EXPORT_LAST.to_owned(), ExportIndex::Global(last));
-        *lock(&self.first) = Some(first.as_u32());
+        *self.first.lock() = Some(first.as_u32());
         Ok(())
     }
 
     fn generate_function_middleware<'a>(&self, function: LocalFunctionIndex) -> Box<dyn FunctionMiddleware<'a> + 'a> {
-        let first = lock(&self.first).expect("the module pass runs first");
+        let first = self.first.lock().expect("the module pass runs first");
         // A function the count missed (none should be) is checked anyway.
         let calls = self.calls.get(function.as_u32() as usize).copied().unwrap_or(true);
         Box::new(FunctionCheck {
@@ -239,16 +240,11 @@ impl Flags {
     }
 }
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A value set or taken by one store: a panic cannot leave it torn.
-    mutex.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 impl Interrupt {
     /// Makes the instance trap at its next check; returns whether there was
     /// one to interrupt.
     pub fn interrupt(&self) -> bool {
-        let flags = lock(&self.flags);
+        let flags = self.flags.lock();
         let Some(flags) = &*flags else {
             return false;
         };
@@ -261,7 +257,7 @@ impl Interrupt {
     /// Whether the running instance's flags are set: a trap it raised is
     /// the check's. Only on the thread running the instance.
     pub fn fired(&self) -> bool {
-        let flags = lock(&self.flags);
+        let flags = self.flags.lock();
         flags.as_ref().is_some_and(|f| f.flag(0).load(Ordering::Acquire) != 0)
     }
 }
@@ -283,7 +279,7 @@ impl Armed {
         // taken from the VMOffsets that laid it out (caller's contract).
         let first = unsafe { memory.cast::<u8>().offset(layout.from_memory) };
         let interrupt = Interrupt::default();
-        *lock(&interrupt.flags) = Some(Flags {
+        *interrupt.flags.lock() = Some(Flags {
             first,
             count: layout.flags,
             stride: layout.stride,
@@ -298,7 +294,7 @@ impl Armed {
 
 impl Drop for Armed {
     fn drop(&mut self) {
-        lock(&self.0.flags).take();
+        self.0.flags.lock().take();
     }
 }
 

@@ -380,14 +380,14 @@ impl Program {
     /// past it fails as growing past the module's own maximum does. A
     /// module whose memory starts larger is refused.
     pub fn with_memory_limit(mut self, path: &Path, bytes: u64) -> Result<Program, Error> {
-        let pages = u32::try_from(bytes / 65536).unwrap_or(u32::MAX);
+        let pages = u32::try_from(bytes / wasmer::WASM_PAGE_SIZE as u64).unwrap_or(u32::MAX);
         for export in self.module.exports() {
             if let wasmer::ExternType::Memory(ty) = export.ty()
                 && u64::from(ty.minimum.0) > u64::from(pages)
             {
                 return Err(Error::MemoryLimit {
                     path: path.into(),
-                    needs: u64::from(ty.minimum.0) * 65536,
+                    needs: ty.minimum.bytes().0 as u64,
                     limit: bytes,
                 });
             }

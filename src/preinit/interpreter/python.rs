@@ -6,6 +6,8 @@
 //! request calls `asyncify_start_rewind` and `_start` again, and the rewound
 //! read returns the request (see `sandbox::wasi`).
 
+use wasmer::WASM_PAGE_SIZE;
+
 use super::Changes;
 use crate::sandbox::{self, CStrings, INTERPRETER_SECTION};
 
@@ -34,7 +36,7 @@ impl sandbox::Initializer for Boot {
         // Pages of its own, grown past the heap; the heap's allocator
         // takes later growth as memory it did not make contiguous.
         let data = guest.grow(STACK_PAGES)?;
-        let end = data + STACK_PAGES * 65536;
+        let end = data + STACK_PAGES * WASM_PAGE_SIZE as u32;
         // asyncify's data: where the saved stack is, and where it must end.
         guest.write(data, &[(data + 8).to_le_bytes(), end.to_le_bytes()].concat())?;
         guest.capture_at_stdin(data)?;
