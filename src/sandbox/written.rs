@@ -170,7 +170,7 @@ impl Tracker {
     /// Tracks a page of its own and checks that a write to it is seen:
     /// `PAGEMAP_SCAN` (Linux 6.7) may be missing where userfaultfd is not.
     fn probe(&self) -> io::Result<()> {
-        let page = super::memory::page_size();
+        let page = page_size();
         // SAFETY: a fresh private anonymous page, unmapped below.
         let at = unsafe {
             nix::sys::mman::mmap_anonymous(
@@ -275,4 +275,16 @@ fn range(start: NonNull<u8>, offset: usize, len: usize) -> UffdioRange {
         start: start.as_ptr() as u64 + offset as u64,
         len: len as u64,
     }
+}
+
+/// The OS's page size.
+pub fn page_size() -> usize {
+    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+    *PAGE.get_or_init(|| {
+        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
+            .ok()
+            .flatten()
+            .and_then(|p| usize::try_from(p).ok())
+            .unwrap_or(4096)
+    })
 }

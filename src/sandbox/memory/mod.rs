@@ -72,6 +72,8 @@ use wasmer::{MemoryType, Pages, TableType};
 
 use linear::PooledMemory;
 
+use super::written::page_size;
+
 /// A module's initial memory contents, sealed in a memfd.
 #[derive(Debug)]
 pub struct Image {
@@ -201,16 +203,4 @@ thread_local! {
     /// The definition of the first memory the instantiation in progress on
     /// this thread created.
     static CREATED: Cell<Option<NonNull<VMMemoryDefinition>>> = const { Cell::new(None) };
-}
-
-/// The OS's page size.
-pub(super) fn page_size() -> usize {
-    static PAGE: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
-    *PAGE.get_or_init(|| {
-        nix::unistd::sysconf(nix::unistd::SysconfVar::PAGE_SIZE)
-            .ok()
-            .flatten()
-            .and_then(|p| usize::try_from(p).ok())
-            .unwrap_or(4096)
-    })
 }

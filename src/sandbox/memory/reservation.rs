@@ -13,8 +13,9 @@ use nix::sys::mman::{MapFlags, MmapAdvise, ProtFlags, madvise, mmap, mmap_anonym
 use wasmer::WASM_PAGE_SIZE;
 use wasmer::sys::vm::MemoryStyle;
 
-use super::{Image, page_size};
+use super::Image;
 use crate::sandbox::written::Tracker;
+use crate::sandbox::written::page_size;
 
 /// Bytes reserved per memory: the wasm32 address space and Wasmer's offset
 /// guard behind it (what its static memory style assumes).
