@@ -36,7 +36,7 @@ fn snapshot_module(mib: u32) -> Vec<u8> {
     module.section(&functions);
     let mut memories = MemorySection::new();
     memories.memory(MemoryType {
-        minimum: u64::from(bytes / 65536 + 1),
+        minimum: (bytes as usize / wasmer::WASM_PAGE_SIZE + 1) as u64,
         maximum: None,
         memory64: false,
         shared: false,

@@ -28,9 +28,11 @@
 //! sets up logging, [`cli`] is the command line.
 //!
 //! Dependencies run one way, from the command line down to the leaves:
-//! `cli` → `supervisor` → `worker` → `migrate` → `cgi` → `status` →
-//! `preinit` → `config` → `sandbox` and `fastcgi`, with `shutdown` beside
-//! the processes; a module uses only those after it (checked by a test).
+//! `cli` → `supervisor` → `worker` → `cgi` → `status` → `preinit` →
+//! `config` → `sandbox` and `fastcgi`, with `migrate` on `cgi` and
+//! `shutdown` under the processes; no two modules use each other, at any
+//! depth (`src/tests.rs` checks both). docs/architecture.md follows a
+//! request through the files.
 
 pub mod cgi;
 pub mod cli;

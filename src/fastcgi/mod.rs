@@ -6,7 +6,7 @@
 //! PARAMS, STDIN, ABORT_REQUEST and END_REQUEST (§5) and the constants of §8.
 //!
 //! # Why a codec of our own
-//! `tokio-fastcgi` 1.3.0, the crate on the design card, was measured to panic on
+//! `tokio-fastcgi` 1.3.0, the FastCGI crate this project set out to use, was measured to panic on
 //! a BEGIN_REQUEST with no content, to allocate whatever a PARAMS length claims
 //! (2 GiB for `0x7fffffff`), to drop the connection when a name-value pair spans
 //! two PARAMS records (legal per §3.4), to close instead of answering
