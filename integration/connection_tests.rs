@@ -39,7 +39,10 @@ fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
     let workers = d.workers();
     assert_eq!(workers.len(), 2, "worker processes: {workers:?}");
     kill(workers[0]);
-    std::thread::sleep(Duration::from_millis(100));
+    let dead = poll(Duration::from_secs(5), || {
+        (!d.workers().contains(&workers[0])).then_some(())
+    });
+    assert!(dead.is_some(), "worker {} still runs after SIGKILL", workers[0]);
     for i in 0..20 {
         assert_hello(&socket, &format!("after-kill-{i}"));
     }
@@ -47,7 +50,7 @@ fn a_killed_worker_is_replaced_and_fails_no_other_request(dir: &Path) {
     // the next ones are served by the replacements.
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    slow.wait_read();
     d.workers().into_iter().for_each(kill);
     let ex = slow.response(1);
     assert!(
@@ -72,7 +75,7 @@ fn workers_bound_the_guests_running_at_once(dir: &Path) {
     let started = std::time::Instant::now();
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=400"), b""));
-    std::thread::sleep(Duration::from_millis(50));
+    slow.wait_read();
     assert_hello(&socket, "waited");
     let waited = started.elapsed();
     assert!(
@@ -110,8 +113,9 @@ fn client_gone_mid_body_frees_the_worker(dir: &Path) {
     bytes.extend(fcgi::record(fcgi::PARAMS, 1, b""));
     bytes.extend(fcgi::stream(fcgi::STDIN, 1, &[7u8; 100_000]));
     conn.send(&bytes);
-    // The guest has not started: wcgid waits for the whole body first.
-    std::thread::sleep(Duration::from_millis(200));
+    // Read, but the guest has not started: wcgid waits for the whole body
+    // first.
+    conn.wait_read();
     drop(conn);
     let mut next = fcgi::Conn::connect(&socket);
     next.set_timeout(Duration::from_secs(10));
@@ -135,7 +139,7 @@ fn abort_request_stops_the_running_guest(dir: &Path) {
         &Params::get("/cases", "sleep=3000"),
         b"",
     ));
-    std::thread::sleep(Duration::from_millis(300));
+    conn.wait_read();
     let started = std::time::Instant::now();
     conn.send(&fcgi::record(fcgi::ABORT_REQUEST, 1, b""));
     let ex = conn.response(1);
@@ -161,7 +165,7 @@ fn a_request_given_up_while_it_waited_is_not_run(dir: &Path) {
     let d = start(dir, &config, &socket, &[]);
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=500"), b""));
-    std::thread::sleep(Duration::from_millis(100));
+    slow.wait_read();
     let mut left = fcgi::Conn::connect(&socket);
     left.send(&fcgi::request(1, 0, &Params::get("/cases", "stderr=1"), b""));
     drop(left);
@@ -190,7 +194,7 @@ fn abort_request_stops_a_spinning_guest_within_50ms(dir: &Path) {
     let before = d.workers();
     let mut conn = fcgi::Conn::connect(&socket);
     conn.send(&fcgi::request(1, fcgi::KEEP_CONN, &Params::get("/cases", "spin"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    conn.wait_read();
     let started = std::time::Instant::now();
     conn.send(&fcgi::record(fcgi::ABORT_REQUEST, 1, b""));
     let ex = conn.response(1);
@@ -212,7 +216,7 @@ fn a_closed_connection_frees_a_spinning_guests_slot_within_50ms(dir: &Path) {
     let mut conn = fcgi::Conn::connect(&socket);
     conn.send(&fcgi::request(1, 0, &Params::get("/cases", "spin"), b""));
     let mut next = fcgi::Conn::connect(&socket);
-    std::thread::sleep(Duration::from_millis(300));
+    conn.wait_read();
     let started = std::time::Instant::now();
     drop(conn);
     let ex = next.exchange(1, 0, &Params::get("/hello", "name=next"), b"");
@@ -226,13 +230,14 @@ fn a_closed_connection_frees_a_spinning_guests_slot_within_50ms(dir: &Path) {
 /// logs no warning (conformance.md #65).
 fn a_kept_connection_closed_by_nginx_logs_no_warning(dir: &Path) {
     let (config, socket) = config(dir, "", &["hello"]);
-    let d = start(dir, &config, &socket, &[]);
+    let mut d = start(dir, &config, &socket, &[]);
     for _ in 0..5 {
         let mut conn = fcgi::Conn::connect(&socket);
         let ex = conn.exchange(1, fcgi::KEEP_CONN, &Params::get("/hello", "name=kept"), b"");
         assert_eq!(ex.cgi().text(), "Hello, kept!\n");
     }
-    std::thread::sleep(Duration::from_millis(300));
+    // Once stopped, it has seen every close and logged what it would.
+    assert!(d.stop().is_some_and(|s| s.success()), "log:\n{}", d.log());
     let log = d.log();
     assert!(!log.contains("WARN") && !log.contains("ERROR"), "log:\n{log}");
 }

@@ -32,8 +32,9 @@ tests! {
 fn max_connections_bounds_the_connections_served(dir: &Path) {
     let (config, socket) = config(dir, "max_connections = 1", &["hello"]);
     let _d = start(dir, &config, &socket, &[]);
+    // Connected first, so accepted first (the backlog is a queue): the one
+    // connection served.
     let idle = fcgi::Conn::connect(&socket);
-    std::thread::sleep(Duration::from_millis(100));
     let mut waiting = fcgi::Conn::connect(&socket);
     waiting.send(&fcgi::request(1, 0, &Params::get("/hello", "name=second"), b""));
     assert_eq!(waiting.state(Duration::from_millis(500)), fcgi::State::Open);
@@ -164,12 +165,12 @@ fn a_non_reading_client_holds_its_guest_until_the_timeout(dir: &Path) {
 fn a_request_queued_too_long_gets_503_overloaded(dir: &Path) {
     let (config, socket) = config(dir, "workers = 1\nqueue_timeout = \"500ms\"", &["cases", "hello"]);
     let d = start(dir, &config, &socket, &[]);
-    // Accepted by the only worker before its guest starts.
+    // Connected first, so accepted first (the backlog is a queue): by the
+    // only worker, before the guest it reads next starts.
     let mut waiting = fcgi::Conn::connect(&socket);
-    std::thread::sleep(Duration::from_millis(100));
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    slow.wait_read();
     let started = std::time::Instant::now();
     waiting.send(&fcgi::request(
         1,
@@ -226,8 +227,13 @@ fn a_wait_is_timed_from_its_own_start(dir: &Path) {
     let (config, socket) = config(dir, server, &["cases", "hello"]);
     let d = start(dir, &config, &socket, &[]);
     for round in 0..2 {
+        if round > 0 {
+            // The subject: the second wait begins well after the first one
+            // would have passed queue_timeout.
+            std::thread::sleep(Duration::from_millis(1500));
+        }
+        // Connected first, so accepted first (the backlog is a queue).
         let mut slow = fcgi::Conn::connect(&socket);
-        std::thread::sleep(Duration::from_millis(100));
         // Waits in the backlog: the worker holds its one connection.
         let mut waiting = fcgi::Conn::connect(&socket);
         waiting.set_timeout(Duration::from_secs(10));
@@ -242,7 +248,6 @@ fn a_wait_is_timed_from_its_own_start(dir: &Path) {
             ex.summary(),
             d.log()
         );
-        std::thread::sleep(Duration::from_millis(1500));
     }
     assert!(!d.log().contains("queue_timeout"), "log:\n{}", d.log());
 }
@@ -270,7 +275,7 @@ fn a_backlogged_connection_gets_503_overloaded(dir: &Path) {
     let d = start(dir, &config, &socket, &[]);
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=3000"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    slow.wait_read();
     let started = std::time::Instant::now();
     let mut queued = fcgi::Conn::connect(&socket);
     queued.send(&fcgi::request(1, 0, &Params::get("/cases", "stderr=1"), b""));
@@ -285,7 +290,7 @@ fn a_backlogged_upload_is_served_not_dropped(dir: &Path) {
     let _d = start(dir, &config, &socket, &[]);
     let mut slow = fcgi::Conn::connect(&socket);
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=2000"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    slow.wait_read();
     let body: Vec<u8> = (0..1 << 20).map(|i| (i % 251) as u8).collect();
     let mut upload = fcgi::Conn::connect(&socket);
     upload.set_timeout(Duration::from_secs(20));
@@ -295,7 +300,9 @@ fn a_backlogged_upload_is_served_not_dropped(dir: &Path) {
     head.extend(fcgi::record(fcgi::PARAMS, 1, b""));
     head.extend(fcgi::stream(fcgi::STDIN, 1, &body[..4096]));
     upload.send(&head);
-    // Past queue_timeout, while the only worker still sleeps.
+    // The subject: the upload stalls mid-body in the backlog past
+    // queue_timeout, while the only worker still sleeps. (The watchdog
+    // takes it meanwhile, peeking at it: nothing a client can see.)
     std::thread::sleep(Duration::from_millis(1200));
     let mut rest = fcgi::stream(fcgi::STDIN, 1, &body[4096..]);
     rest.extend(fcgi::record(fcgi::STDIN, 1, b""));

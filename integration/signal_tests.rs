@@ -6,6 +6,8 @@
 
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::{AtomicBool, AtomicUsize};
 use std::time::Duration;
 
 use nix::sys::signal::Signal;
@@ -132,14 +134,16 @@ fn sighup_reloads_without_losing_a_request(dir: &Path) {
     with_greeting("Hello");
     let d = start(dir, &config, &socket, &[]);
     let ino = std::fs::metadata(&socket).unwrap().ino();
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (answered, slow) = std::thread::scope(|s| {
+    let stop = AtomicBool::new(false);
+    let (answered, howdy, slow_sent) = (AtomicUsize::new(0), AtomicBool::new(false), AtomicUsize::new(0));
+    // Asserted once the threads are done: a panic here would wait for them.
+    let (in_flight, reloaded, slow) = std::thread::scope(|s| {
         let fast: Vec<_> = (0..6)
             .map(|t| {
-                let (socket, stop) = (&socket, &stop);
+                let (socket, stop, answered, howdy) = (&socket, &stop, &answered, &howdy);
                 s.spawn(move || {
                     let mut n = 0;
-                    while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    while !stop.load(Relaxed) {
                         let name = format!("t{t}r{n}");
                         let ex = fcgi::Conn::connect(socket).exchange(
                             1,
@@ -153,34 +157,53 @@ fn sighup_reloads_without_losing_a_request(dir: &Path) {
                             "{}",
                             ex.summary()
                         );
+                        if text.starts_with("Howdy") {
+                            howdy.store(true, Relaxed);
+                        }
+                        answered.fetch_add(1, Relaxed);
                         n += 1;
                     }
-                    n
                 })
             })
             .collect();
         let slow: Vec<_> = (0..4)
             .map(|_| {
-                let socket = &socket;
+                let (socket, slow_sent) = (&socket, &slow_sent);
                 s.spawn(move || {
                     let mut conn = fcgi::Conn::connect(socket);
                     conn.set_timeout(Duration::from_secs(20));
-                    conn.exchange(1, 0, &Params::get("/cases", "sleep=800"), b"")
-                        .cgi()
-                        .text()
+                    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=800"), b""));
+                    slow_sent.fetch_add(1, Relaxed);
+                    conn.response(1).cgi().text()
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(300));
+        // In flight at the reload: every slow request, and fast ones.
+        let in_flight = poll(Duration::from_secs(10), || {
+            (slow_sent.load(Relaxed) == 4 && answered.load(Relaxed) >= 6).then_some(())
+        });
         with_greeting("Howdy");
         d.signal(Signal::SIGHUP);
-        std::thread::sleep(Duration::from_millis(1500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
-        let answered: usize = fast.into_iter().map(|t| t.join().expect("no wrong answer")).sum();
+        // Requests go on across the reload, until the new configuration
+        // answers them.
+        let reloaded = poll(Duration::from_secs(10), || {
+            (howdy.load(Relaxed) && answered.load(Relaxed) >= 100 && d.log().contains("reloaded")).then_some(())
+        });
+        stop.store(true, Relaxed);
+        for t in fast {
+            t.join().expect("no wrong answer");
+        }
         let slow: Vec<String> = slow.into_iter().map(|t| t.join().unwrap()).collect();
-        (answered, slow)
+        (in_flight, reloaded, slow)
     });
-    assert!(answered >= 100, "only {answered} requests in flight around the reload");
+    let answered = answered.into_inner();
+    assert!(in_flight.is_some(), "no request in flight to reload under");
+    assert!(
+        reloaded.is_some(),
+        "within 10 s of the reload: {answered} requests (100 wanted), the new configuration answered: {}; log:\n{}",
+        howdy.into_inner(),
+        d.log()
+    );
     assert!(slow.iter().all(|t| t == "slept\n"), "{slow:?}");
     let ex = fcgi::Conn::connect(&socket).exchange(1, 0, &Params::get("/hello", "name=after"), b"");
     assert_eq!(ex.cgi().text(), "Howdy, after!\n", "log:\n{}", d.log());
@@ -249,12 +272,20 @@ fn stray_user_signals_stop_nothing(dir: &Path) {
             nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), signal).unwrap();
         }
     }
-    std::thread::sleep(Duration::from_millis(200));
+    // Each process logs each signal it ignores: all handled.
+    let processes = 1 + workers.len();
+    let handled = poll(Duration::from_secs(5), || {
+        let log = d.log();
+        ["SIGUSR1 ignored", "SIGUSR2 ignored"]
+            .iter()
+            .all(|line| log.matches(line).count() >= processes)
+            .then_some(())
+    });
+    assert!(handled.is_some(), "log:\n{}", d.log());
     for i in 0..10 {
         assert_hello(&socket, &format!("after-{i}"));
     }
     assert_eq!(d.workers(), workers, "log:\n{}", d.log());
-    assert!(d.log().contains("SIGUSR1 ignored"), "log:\n{}", d.log());
 }
 
 fn assert_stops_on(dir: &Path, signal: Signal) {
@@ -289,7 +320,7 @@ fn sigterm_lets_the_request_in_flight_finish(dir: &Path) {
     let mut conn = fcgi::Conn::connect(&socket);
     let started = std::time::Instant::now();
     conn.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=800"), b""));
-    std::thread::sleep(Duration::from_millis(200));
+    conn.wait_read();
     d.signal(Signal::SIGTERM);
     // New connections are refused at once: the socket goes away.
     assert!(
@@ -323,17 +354,18 @@ fn sigterm_under_load_answers_every_accepted_request(dir: &Path) {
     // stop finds some of them.
     let (config, socket) = config(dir, "workers = 3\nmax_connections = 3", &["hello", "cases"]);
     let mut d = start(dir, &config, &socket, &[]);
-    let stop = std::sync::atomic::AtomicBool::new(false);
-    let (answered, slow) = std::thread::scope(|s| {
+    let stop = AtomicBool::new(false);
+    let (answered, running) = (AtomicUsize::new(0), AtomicUsize::new(0));
+    // Asserted once the threads are done: a panic here would wait for them.
+    let (under_way, slow) = std::thread::scope(|s| {
         let fast: Vec<_> = (0..8)
             .map(|t| {
-                let (socket, stop) = (&socket, &stop);
+                let (socket, stop, answered) = (&socket, &stop, &answered);
                 s.spawn(move || {
-                    let mut answered = 0;
                     for n in 0.. {
                         let Ok(mut conn) = fcgi::Conn::try_connect(socket) else {
                             // Refused or gone: the stop began; nothing was accepted.
-                            if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                            if stop.load(Relaxed) {
                                 break;
                             }
                             continue;
@@ -343,23 +375,22 @@ fn sigterm_under_load_answers_every_accepted_request(dir: &Path) {
                         let ex = conn.exchange(1, 0, &Params::get("/hello", &format!("name={name}")), b"");
                         assert_eq!(ex.cgi().text(), format!("Hello, {name}!\n"), "{}", ex.summary());
                         assert_eq!(ex.ended().protocol_status, fcgi::REQUEST_COMPLETE);
-                        answered += 1;
+                        answered.fetch_add(1, Relaxed);
                     }
-                    answered
                 })
             })
             .collect();
         let slow: Vec<_> = (0..2)
             .map(|_| {
-                let socket = &socket;
+                let (socket, running) = (&socket, &running);
                 s.spawn(move || {
                     let mut conn = fcgi::Conn::connect(socket);
                     conn.set_timeout(Duration::from_secs(20));
                     let started = std::time::Instant::now();
-                    let text = conn
-                        .exchange(1, 0, &Params::get("/cases", "sleep=1000"), b"")
-                        .cgi()
-                        .text();
+                    conn.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=1000"), b""));
+                    conn.wait_read();
+                    running.fetch_add(1, Relaxed);
+                    let text = conn.response(1).cgi().text();
                     // Slept in full: the stop does not cut a guest's sleep.
                     assert!(
                         started.elapsed() >= Duration::from_millis(1000),
@@ -370,18 +401,26 @@ fn sigterm_under_load_answers_every_accepted_request(dir: &Path) {
                 })
             })
             .collect();
-        std::thread::sleep(Duration::from_millis(500));
-        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        // The stop comes under load: fast requests answered, both slow
+        // guests running.
+        let under_way = poll(Duration::from_secs(10), || {
+            (answered.load(Relaxed) >= 50 && running.load(Relaxed) == 2).then_some(())
+        });
+        stop.store(true, Relaxed);
         d.signal(Signal::SIGTERM);
-        let answered: usize = fast
-            .into_iter()
-            .map(|t| t.join().expect("every accepted request answered"))
-            .sum();
+        for t in fast {
+            t.join().expect("every accepted request answered");
+        }
         let slow: Vec<String> = slow.into_iter().map(|t| t.join().unwrap()).collect();
-        (answered, slow)
+        (under_way, slow)
     });
     assert_eq!(slow, ["slept\n", "slept\n"], "log:\n{}", d.log());
-    assert!(answered >= 50, "only {answered} requests before the stop");
+    assert!(
+        under_way.is_some(),
+        "only {} requests, and {} slow guests running, before the stop",
+        answered.into_inner(),
+        running.into_inner()
+    );
     let status = d.wait(Duration::from_secs(15));
     assert!(
         status.is_some_and(|s| s.code() == Some(0)),
@@ -397,7 +436,7 @@ fn sigterm_stops_the_daemon_while_a_guest_spins(dir: &Path) {
     let mut d = start(dir, &config, &socket, &[]);
     let mut conn = fcgi::Conn::connect(&socket);
     conn.send(&fcgi::request(1, 0, &Params::get("/cases", "spin"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    conn.wait_read();
     let started = std::time::Instant::now();
     d.signal(Signal::SIGTERM);
     let status = d.wait(Duration::from_secs(13));

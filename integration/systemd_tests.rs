@@ -105,17 +105,15 @@ fn socket_activation_serves_on_the_socket_systemd_passed(dir: &Path) {
     let mut child = daemon::socket_activated(&[&passed], None, &config, &dir.join("wcgid.log"));
     // systemd-socket-activate accepts nothing itself: it starts wcgid on the
     // first connection, which then waits in the backlog.
-    let ex = (0..100)
-        .find_map(|_| {
-            std::thread::sleep(Duration::from_millis(50));
-            std::os::unix::net::UnixStream::connect(&passed).ok()
-        })
-        .map(|_| {
-            let mut conn = fcgi::Conn::connect(&passed);
-            conn.set_timeout(Duration::from_secs(60));
-            conn.exchange(1, 0, &Params::get("/env", ""), b"")
-        })
-        .expect("the passed socket exists");
+    let ex = poll(Duration::from_secs(5), || {
+        std::os::unix::net::UnixStream::connect(&passed).ok()
+    })
+    .map(|_| {
+        let mut conn = fcgi::Conn::connect(&passed);
+        conn.set_timeout(Duration::from_secs(60));
+        conn.exchange(1, 0, &Params::get("/env", ""), b"")
+    })
+    .expect("the passed socket exists");
     let text = ex.cgi().text();
     let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(child.id() as i32), Signal::SIGTERM);
     let _ = child.wait();
@@ -151,7 +149,7 @@ fn a_stop_leaves_a_passed_backlog_to_the_next_start(dir: &Path) {
     // backlog.
     let mut sleeping = fcgi::Conn::connect(&path);
     sleeping.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=1000"), b""));
-    std::thread::sleep(Duration::from_millis(300));
+    sleeping.wait_read();
     let mut waiting = fcgi::Conn::connect(&path);
     waiting.send(&fcgi::request(1, 0, &Params::get("/hello", "name=next"), b""));
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(first.id() as i32), Signal::SIGTERM).expect("SIGTERM");
