@@ -14,14 +14,19 @@ mod support;
 
 mod apache_tests;
 mod cgi_bin_tests;
-mod cli_tests;
+mod config_tests;
+mod connection_tests;
 mod fastcgi_tests;
 mod gateway_tests;
 mod http_tests;
 mod legacy_tests;
+mod limits_tests;
 mod migrate_tests;
 mod scratch_tests;
+mod signal_tests;
+mod socket_tests;
 mod status_tests;
+mod systemd_tests;
 
 use std::cell::RefCell;
 use std::panic::AssertUnwindSafe;
@@ -46,7 +51,12 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
         fastcgi_tests::TESTS,
         gateway_tests::TESTS,
         cgi_bin_tests::TESTS,
-        cli_tests::TESTS,
+        config_tests::TESTS,
+        socket_tests::TESTS,
+        connection_tests::TESTS,
+        limits_tests::TESTS,
+        signal_tests::TESTS,
+        systemd_tests::TESTS,
         legacy_tests::TESTS,
         migrate_tests::TESTS,
         status_tests::TESTS,
@@ -58,6 +68,13 @@ fn all_tests() -> impl Iterator<Item = &'static Test> {
 /// `integration::http_tests::x` → `http_tests::x`.
 fn short(name: &str) -> &str {
     name.split_once("::").map_or(name, |(_, rest)| rest)
+}
+
+/// `integration::http_tests::x` → `x`: the directory of an `Alone` test,
+/// without its module, so that the Unix sockets in it fit `sun_path` (108
+/// bytes). Unique in the suite: `main` checks.
+fn function(name: &str) -> &str {
+    name.rsplit("::").next().unwrap_or(name)
 }
 
 struct Options {
@@ -135,7 +152,7 @@ fn run_one(test: &'static Test, fixture: Option<&Fixture>, scratch: &Path, quiet
     let result = std::panic::catch_unwind(AssertUnwindSafe(|| match test.kind {
         Kind::Shared(f) | Kind::Serial(f) => f(fixture.expect("the fixture runs")),
         Kind::Alone(f) => {
-            let dir = scratch.join(short(test.name).replace("::", "-"));
+            let dir = scratch.join(function(test.name));
             std::fs::create_dir_all(&dir).expect("create the test's directory");
             f(&dir)
         }
@@ -207,6 +224,11 @@ fn run_parallel(
 
 fn main() -> ExitCode {
     let opts = Options::parse();
+    let mut names = std::collections::HashSet::new();
+    if let Some(twice) = all_tests().map(|t| function(t.name)).find(|&n| !names.insert(n)) {
+        println!("two tests are called {twice}: their directories would be the same");
+        return ExitCode::FAILURE;
+    }
     let selected: Vec<&'static Test> = all_tests().filter(|t| opts.selects(t)).collect();
     let filtered_out = all_tests().count() - selected.len();
     if opts.list {

@@ -208,7 +208,7 @@ fn admin_answers_while_every_worker_is_busy(dir: &Path) {
     let mut slow = fcgi::Conn::connect(&s.socket);
     slow.set_timeout(Duration::from_secs(20));
     slow.send(&fcgi::request(1, 0, &Params::get("/cases", "sleep=4000"), b""));
-    std::thread::sleep(Duration::from_millis(200));
+    slow.wait_read();
     let held = std::thread::spawn({
         let socket = s.socket.clone();
         move || get(&socket, "/hello", "").cgi().status
@@ -369,7 +369,7 @@ fn no_request_waits_on_a_slow_guest_while_a_worker_idles(dir: &Path) {
         &Params::get("/cases", "sleep=2000"),
         b"",
     ));
-    std::thread::sleep(Duration::from_millis(200));
+    slow.wait_read();
     let started = Instant::now();
     let ex = fast.exchange(2, fcgi::KEEP_CONN, &Params::get("/hello", "name=fast"), b"");
     let took = started.elapsed();

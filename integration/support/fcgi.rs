@@ -3,9 +3,12 @@
 //! that comes back.
 
 use std::io::{self, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::Path;
 use std::time::Duration;
+
+use super::poll;
 
 /// Record types (FastCGI 1.0 §8).
 pub const BEGIN_REQUEST: u8 = 1;
@@ -31,6 +34,8 @@ pub const OVERLOADED: u8 = 2;
 pub const UNKNOWN_ROLE: u8 = 3;
 
 const TIMEOUT: Duration = Duration::from_secs(30);
+/// How long [`Conn::wait_read`] waits for the daemon to read what was sent.
+const READ_WITHIN: Duration = Duration::from_secs(10);
 
 /// One record with `padding` zero bytes after its content.
 pub fn record_padded(kind: u8, id: u16, content: &[u8], padding: u8) -> Vec<u8> {
@@ -339,6 +344,30 @@ impl Conn {
     pub fn exchange(&mut self, id: u16, flags: u8, params: &Params, stdin: &[u8]) -> Exchange {
         self.send(&request(id, flags, params, stdin));
         self.response(id)
+    }
+
+    /// Bytes sent that the daemon has not read yet.
+    fn unread(&self) -> usize {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer,
+        // which points at one, to the socket's unread bytes; the fd is open
+        // while `self` lives.
+        let r = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
+        assert_eq!(r, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
+        queued as usize
+    }
+
+    /// Waits until the daemon has read everything sent. A worker reads a
+    /// request and runs its guest with no other read between, and reads
+    /// nothing while the guest runs: once a whole request is read, its guest
+    /// runs (or has run). Panics after [`READ_WITHIN`].
+    pub fn wait_read(&self) {
+        let read = poll(READ_WITHIN, || (self.unread() == 0).then_some(()));
+        assert!(
+            read.is_some(),
+            "{} bytes still unread by the daemon after {READ_WITHIN:?}",
+            self.unread()
+        );
     }
 
     /// Reads with a `wait` timeout: did the peer close, stay silent or talk?

@@ -2,6 +2,7 @@
 //! the bookkeeping that makes sure no child process outlives the run, and the
 //! [`Fixture`]: wcgid on a temp Unix socket behind a real nginx.
 
+pub mod alone;
 pub mod apache;
 pub mod daemon;
 pub mod differential;
