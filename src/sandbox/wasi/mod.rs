@@ -28,7 +28,7 @@ pub use snapshot::{Probe, Scalar, Snapshot, Touched};
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
 /// The one import outside WASI that is provided, as a stub: zeroperl's call
-/// into its JavaScript host (see `funcs::call_host_function`).
+/// into its JavaScript host (see `funcs::process::call_host_function`).
 const ZEROPERL_HOST_CALL: &str = "env.call_host_function";
 
 /// How a guest's run ended.
@@ -358,33 +358,4 @@ fn write_u32(mem: &MemoryView, ptr: i32, value: u32) -> Result<()> {
 
 fn write_u64(mem: &MemoryView, ptr: i32, value: u64) -> Result<()> {
     write_bytes(mem, addr(ptr), &value.to_le_bytes())
-}
-
-/// A guest's (c)iovec array: (pointer, length) pairs, at most IOV_MAX of them.
-fn iovecs(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<(u64, usize)>> {
-    let len = len as u32;
-    if len > 1024 {
-        return Err(Errno::INVAL);
-    }
-    let mut raw = vec![0u8; len as usize * 8];
-    mem.read(addr(ptr), &mut raw).map_err(|_| Errno::FAULT)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| {
-            let base = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            let len = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-            (u64::from(base), len as usize)
-        })
-        .collect())
-}
-
-/// A guest string argument (a path), as bytes.
-fn read_path(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<u8>> {
-    let len = len as u32 as usize;
-    if len > 4096 {
-        return Err(Errno::NAMETOOLONG);
-    }
-    let mut buf = vec![0u8; len];
-    mem.read(addr(ptr), &mut buf).map_err(|_| Errno::FAULT)?;
-    Ok(buf)
 }
