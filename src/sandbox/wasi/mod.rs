@@ -10,6 +10,8 @@
 
 mod fs;
 mod funcs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod scratch;
 pub mod snapshot;
 

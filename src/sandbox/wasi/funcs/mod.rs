@@ -24,61 +24,68 @@ use crate::sandbox::Stdio;
 /// guest cannot make the host allocate its whole memory at once.
 const COPY_CHUNK: usize = 64 * 1024;
 
-/// The function WASI defines under `name`, bound to `env`, or `None`.
-pub fn host_function<S: Stdio>(name: &str, store: &mut Store, env: &FunctionEnv<Host<S>>) -> Option<Function> {
-    macro_rules! f {
-        ($func:expr) => {
-            Function::new_typed_with_env(store, env, $func)
-        };
-    }
-    Some(match name {
-        "args_get" => f!(process::args_get::<S>),
-        "args_sizes_get" => f!(process::args_sizes_get::<S>),
-        "environ_get" => f!(process::environ_get::<S>),
-        "environ_sizes_get" => f!(process::environ_sizes_get::<S>),
-        "clock_res_get" => f!(process::clock_res_get::<S>),
-        "clock_time_get" => f!(process::clock_time_get::<S>),
-        "fd_advise" => f!(fd::fd_advise::<S>),
-        "fd_allocate" => f!(fd::fd_allocate::<S>),
-        "fd_close" => f!(fd::fd_close::<S>),
-        "fd_datasync" => f!(fd::fd_sync::<S>),
-        "fd_fdstat_get" => f!(fd::fd_fdstat_get::<S>),
-        "fd_fdstat_set_flags" => f!(fd::fd_fdstat_set_flags::<S>),
-        "fd_fdstat_set_rights" => f!(fd::fd_fdstat_set_rights::<S>),
-        "fd_filestat_get" => f!(fd::fd_filestat_get::<S>),
-        "fd_filestat_set_size" => f!(fd::fd_filestat_set_size::<S>),
-        "fd_filestat_set_times" => f!(fd::fd_filestat_set_times::<S>),
-        "fd_pread" => f!(io::fd_pread::<S>),
-        "fd_prestat_get" => f!(fd::fd_prestat_get::<S>),
-        "fd_prestat_dir_name" => f!(fd::fd_prestat_dir_name::<S>),
-        "fd_pwrite" => f!(io::fd_pwrite::<S>),
-        "fd_read" => f!(io::fd_read::<S>),
-        "fd_readdir" => f!(fd::fd_readdir::<S>),
-        "fd_renumber" => f!(fd::fd_renumber::<S>),
-        "fd_seek" => f!(fd::fd_seek::<S>),
-        "fd_sync" => f!(fd::fd_sync::<S>),
-        "fd_tell" => f!(fd::fd_tell::<S>),
-        "fd_write" => f!(io::fd_write::<S>),
-        "path_create_directory" => f!(path::path_create_directory::<S>),
-        "path_filestat_get" => f!(path::path_filestat_get::<S>),
-        "path_filestat_set_times" => f!(path::path_filestat_set_times::<S>),
-        "path_link" => f!(path::path_link::<S>),
-        "path_open" => f!(path::path_open::<S>),
-        "path_readlink" => f!(path::path_readlink::<S>),
-        "path_remove_directory" => f!(path::path_remove_directory::<S>),
-        "path_rename" => f!(path::path_rename::<S>),
-        "path_symlink" => f!(path::path_symlink::<S>),
-        "path_unlink_file" => f!(path::path_unlink_file::<S>),
-        "poll_oneoff" => f!(poll::poll_oneoff::<S>),
-        "proc_exit" => f!(process::proc_exit::<S>),
-        "proc_raise" => f!(process::proc_raise::<S>),
-        "random_get" => f!(process::random_get::<S>),
-        "sched_yield" => f!(process::sched_yield::<S>),
-        "sock_accept" => f!(fd::sock_accept::<S>),
-        "sock_recv" => f!(fd::sock_recv::<S>),
-        "sock_send" => f!(fd::sock_send::<S>),
-        "sock_shutdown" => f!(fd::sock_shutdown::<S>),
-        super::ZEROPERL_HOST_CALL => f!(process::call_host_function::<S>),
-        _ => return None,
-    })
+/// Makes the one table of host functions: [`NAMES`] and [`host_function`].
+macro_rules! table {
+    ($($name:expr => $module:ident::$func:ident,)*) => {
+        /// Every name [`host_function`] answers to.
+        pub const NAMES: &[&str] = &[$($name),*];
+
+        /// The function WASI defines under `name`, bound to `env`, or `None`.
+        pub fn host_function<S: Stdio>(name: &str, store: &mut Store, env: &FunctionEnv<Host<S>>) -> Option<Function> {
+            $(if name == $name {
+                return Some(Function::new_typed_with_env(store, env, $module::$func::<S>));
+            })*
+            None
+        }
+    };
+}
+
+table! {
+    "args_get" => process::args_get,
+    "args_sizes_get" => process::args_sizes_get,
+    "environ_get" => process::environ_get,
+    "environ_sizes_get" => process::environ_sizes_get,
+    "clock_res_get" => process::clock_res_get,
+    "clock_time_get" => process::clock_time_get,
+    "fd_advise" => fd::fd_advise,
+    "fd_allocate" => fd::fd_allocate,
+    "fd_close" => fd::fd_close,
+    "fd_datasync" => fd::fd_sync,
+    "fd_fdstat_get" => fd::fd_fdstat_get,
+    "fd_fdstat_set_flags" => fd::fd_fdstat_set_flags,
+    "fd_fdstat_set_rights" => fd::fd_fdstat_set_rights,
+    "fd_filestat_get" => fd::fd_filestat_get,
+    "fd_filestat_set_size" => fd::fd_filestat_set_size,
+    "fd_filestat_set_times" => fd::fd_filestat_set_times,
+    "fd_pread" => io::fd_pread,
+    "fd_prestat_get" => fd::fd_prestat_get,
+    "fd_prestat_dir_name" => fd::fd_prestat_dir_name,
+    "fd_pwrite" => io::fd_pwrite,
+    "fd_read" => io::fd_read,
+    "fd_readdir" => fd::fd_readdir,
+    "fd_renumber" => fd::fd_renumber,
+    "fd_seek" => fd::fd_seek,
+    "fd_sync" => fd::fd_sync,
+    "fd_tell" => fd::fd_tell,
+    "fd_write" => io::fd_write,
+    "path_create_directory" => path::path_create_directory,
+    "path_filestat_get" => path::path_filestat_get,
+    "path_filestat_set_times" => path::path_filestat_set_times,
+    "path_link" => path::path_link,
+    "path_open" => path::path_open,
+    "path_readlink" => path::path_readlink,
+    "path_remove_directory" => path::path_remove_directory,
+    "path_rename" => path::path_rename,
+    "path_symlink" => path::path_symlink,
+    "path_unlink_file" => path::path_unlink_file,
+    "poll_oneoff" => poll::poll_oneoff,
+    "proc_exit" => process::proc_exit,
+    "proc_raise" => process::proc_raise,
+    "random_get" => process::random_get,
+    "sched_yield" => process::sched_yield,
+    "sock_accept" => fd::sock_accept,
+    "sock_recv" => fd::sock_recv,
+    "sock_send" => fd::sock_send,
+    "sock_shutdown" => fd::sock_shutdown,
+    super::ZEROPERL_HOST_CALL => process::call_host_function,
 }
