@@ -48,8 +48,9 @@ pub(super) fn fd_close<S: Stdio>(env: FunctionEnvMut<Host<S>>, fd: i32) -> i32 {
 
 pub(super) fn fd_renumber<S: Stdio>(env: FunctionEnvMut<Host<S>>, from: i32, to: i32) -> i32 {
     with_memory(env, |h, _| {
-        let replaced = h.fds.renumber(from, to)?;
-        release(h, replaced);
+        if let Some(replaced) = h.fds.renumber(from, to)? {
+            release(h, replaced);
+        }
         Ok(())
     })
 }
