@@ -350,6 +350,16 @@ fn read_bytes<const N: usize>(mem: &MemoryView, ptr: u64) -> Result<[u8; N]> {
     Ok(buf)
 }
 
+/// Whether `len` bytes at `ptr` lie in memory (FAULT if not): checked
+/// before a call has any effect when it writes in several steps, so that
+/// one that faults has none.
+fn in_memory(mem: &MemoryView, ptr: u64, len: usize) -> Result<()> {
+    match ptr.checked_add(len as u64) {
+        Some(end) if end <= mem.data_size() => Ok(()),
+        _ => Err(Errno::FAULT),
+    }
+}
+
 fn write_bytes(mem: &MemoryView, ptr: u64, bytes: &[u8]) -> Result<()> {
     mem.write(ptr, bytes).map_err(|_| Errno::FAULT)
 }

@@ -9,24 +9,37 @@ use wasmer::{FunctionEnvMut, MemoryView};
 use super::COPY_CHUNK;
 use crate::sandbox::Stdio;
 use crate::sandbox::wasi::fs::{self, Entry};
-use crate::sandbox::wasi::{Errno, Host, Result, addr, with_memory, write_bytes, write_u32};
+use crate::sandbox::wasi::{Errno, Host, Result, addr, in_memory, with_memory, write_bytes, write_u32};
 
-/// A guest's (c)iovec array: (pointer, length) pairs, at most IOV_MAX of them.
-fn iovecs(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<(u64, usize)>> {
+/// A guest's (c)iovec array, at most IOV_MAX entries, as (pointer, length)
+/// pairs and their total length. That total must fit a `size` result
+/// (INVAL), and every entry must lie in memory (FAULT), before anything is
+/// read or written: a call that fails has no effect. Empty entries are
+/// left out, so that their pointers, never used, are not checked either.
+fn iovecs(mem: &MemoryView, ptr: i32, len: i32) -> Result<(Vec<(u64, usize)>, usize)> {
     let len = len as u32;
     if len > 1024 {
         return Err(Errno::INVAL);
     }
     let mut raw = vec![0u8; len as usize * 8];
     mem.read(addr(ptr), &mut raw).map_err(|_| Errno::FAULT)?;
-    Ok(raw
+    let iovs: Vec<(u64, usize)> = raw
         .chunks_exact(8)
         .map(|c| {
             let base = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
             let len = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
             (u64::from(base), len as usize)
         })
-        .collect())
+        .filter(|&(_, len)| len > 0)
+        .collect();
+    let total = iovs.iter().map(|&(_, len)| len).sum::<usize>();
+    if total > u32::MAX as usize {
+        return Err(Errno::INVAL);
+    }
+    for &(base, len) in &iovs {
+        in_memory(mem, base, len)?;
+    }
+    Ok((iovs, total))
 }
 
 pub(super) fn fd_write<S: Stdio>(
@@ -37,18 +50,16 @@ pub(super) fn fd_write<S: Stdio>(
     nwritten: i32,
 ) -> i32 {
     with_memory(env, |h, mem| {
-        let iovs = iovecs(mem, iovs, iovs_len)?;
+        let (iovs, len) = iovecs(mem, iovs, iovs_len)?;
         let is_stdout = match h.fds.get(fd)? {
             Entry::Stdout => true,
             Entry::Stderr => false,
             Entry::ScratchFile(file) => {
-                let len = total_len(&iovs)?;
                 h.scratch.tree().write(file, len, |dst| gather(mem, &iovs, dst))?;
                 return write_u32(mem, nwritten, len as u32);
             }
             _ => return Err(Errno::BADF),
         };
-        let mut total = 0u32;
         for (mut at, mut left) in iovs {
             while left > 0 {
                 let n = left.min(COPY_CHUNK);
@@ -60,10 +71,10 @@ pub(super) fn fd_write<S: Stdio>(
                 } else {
                     io.log(&h.buffer);
                 }
-                (at, left, total) = (at + n as u64, left - n, total.wrapping_add(n as u32));
+                (at, left) = (at + n as u64, left - n);
             }
         }
-        write_u32(mem, nwritten, total)
+        write_u32(mem, nwritten, len as u32)
     })
 }
 
@@ -91,8 +102,7 @@ pub(super) fn fd_read<S: Stdio>(
         };
     }
     with_memory(env, |h, mem| {
-        let iovs = iovecs(mem, iovs, iovs_len)?;
-        let want = total_len(&iovs)?;
+        let (iovs, want) = iovecs(mem, iovs, iovs_len)?;
         let Host {
             fds,
             io,
@@ -140,8 +150,7 @@ pub(super) fn fd_pread<S: Stdio>(
 ) -> i32 {
     with_memory(env, |h, mem| {
         use cap_std::fs::FileExt;
-        let iovs = iovecs(mem, iovs, iovs_len)?;
-        let want = total_len(&iovs)?;
+        let (iovs, want) = iovecs(mem, iovs, iovs_len)?;
         let data = match h.fds.get(fd)? {
             Entry::File(file) => {
                 h.buffer.resize(want.min(COPY_CHUNK), 0);
@@ -155,16 +164,6 @@ pub(super) fn fd_pread<S: Stdio>(
         scatter(mem, &iovs, data)?;
         write_u32(mem, nread, data.len() as u32)
     })
-}
-
-/// The bytes the guest's iovecs hold or ask for: at most what a `size`
-/// result can report.
-fn total_len(iovs: &[(u64, usize)]) -> Result<usize> {
-    let total = iovs.iter().map(|&(_, len)| len).sum::<usize>();
-    if total > u32::MAX as usize {
-        return Err(Errno::INVAL);
-    }
-    Ok(total)
 }
 
 /// Copies the guest's iovecs, in order, into `dst`, their total length.
@@ -200,8 +199,7 @@ pub(super) fn fd_pwrite<S: Stdio>(
 ) -> i32 {
     with_memory(env, |h, mem| match h.fds.get(fd)? {
         Entry::ScratchFile(file) => {
-            let iovs = iovecs(mem, iovs, iovs_len)?;
-            let len = total_len(&iovs)?;
+            let (iovs, len) = iovecs(mem, iovs, iovs_len)?;
             h.scratch
                 .tree()
                 .pwrite(file, offset as u64, len, |dst| gather(mem, &iovs, dst))?;

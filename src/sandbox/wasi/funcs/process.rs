@@ -8,23 +8,28 @@ use nix::time::{ClockId, clock_getres, clock_gettime};
 use wasmer::{FunctionEnvMut, MemoryView};
 
 use super::COPY_CHUNK;
-use crate::sandbox::wasi::{Errno, ExitCode, Host, Result, addr, with_memory, write_bytes, write_u32, write_u64};
+use crate::sandbox::wasi::{
+    Errno, ExitCode, Host, Result, addr, in_memory, with_memory, write_bytes, write_u32, write_u64,
+};
 use crate::sandbox::{CStrings, Stdio};
 
 fn sizes(mem: &MemoryView, strings: &CStrings, count_ptr: i32, size_ptr: i32) -> Result<()> {
+    in_memory(mem, addr(size_ptr), 4)?;
     write_u32(mem, count_ptr, strings.count)?;
     write_u32(mem, size_ptr, strings.bytes.len() as u32)
 }
 
 /// Writes the strings at `buf` and a pointer to each at `ptrs`.
 fn strings_to(mem: &MemoryView, strings: &CStrings, ptrs: i32, buf: i32) -> Result<()> {
-    write_bytes(mem, addr(buf), &strings.bytes)?;
+    let mut table = Vec::with_capacity(4 * strings.count as usize);
     let mut offset = buf as u32;
-    for (i, s) in strings.iter().enumerate() {
-        write_u32(mem, ptrs.wrapping_add(4 * i as i32), offset)?;
+    for s in strings.iter() {
+        table.extend_from_slice(&offset.to_le_bytes());
         offset = offset.wrapping_add(s.len() as u32 + 1);
     }
-    Ok(())
+    in_memory(mem, addr(buf), strings.bytes.len())?;
+    write_bytes(mem, addr(ptrs), &table)?;
+    write_bytes(mem, addr(buf), &strings.bytes)
 }
 
 pub(super) fn args_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, argv: i32, buf: i32) -> i32 {
@@ -82,6 +87,7 @@ pub(super) fn clock_time_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, id: i32, _p
 pub(super) fn random_get<S: Stdio>(env: FunctionEnvMut<Host<S>>, buf: i32, len: i32) -> i32 {
     with_memory(env, |h, mem| {
         let (mut at, mut left) = (addr(buf), len as u32 as usize);
+        in_memory(mem, at, left)?;
         while left > 0 {
             let n = left.min(COPY_CHUNK);
             h.buffer.resize(n, 0);
