@@ -14,6 +14,8 @@ mod funcs;
 pub mod fuzzing;
 mod scratch;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
