@@ -106,20 +106,24 @@ impl Calls {
         Ok(Calls { store, host, memory })
     }
 
-    /// Calls the host function `name` (one of [`NAMES`]) with `args`, each
-    /// cut to its parameter's type, missing ones 0: its errno, or what it
-    /// unwound the guest with (`proc_exit`; a sleep stopped).
+    /// Calls the host function `name` (one of [`NAMES`]) with `args`, the
+    /// missing ones 0, as [`Calls::call_with`].
     pub fn call(&mut self, name: &str, args: &[i64]) -> Result<i32, RuntimeError> {
+        let mut args = args.iter().copied();
+        self.call_with(name, || args.next().unwrap_or(0))
+    }
+
+    /// Calls the host function `name` (one of [`NAMES`]) with a value from
+    /// `arg` for each parameter in turn, cut to the parameter's type: its
+    /// errno, or what it unwound the guest with (`proc_exit`; a sleep
+    /// stopped).
+    pub fn call_with(&mut self, name: &str, mut arg: impl FnMut() -> i64) -> Result<i32, RuntimeError> {
         let func = funcs::host_function(name, &mut self.store, &self.host)
             .ok_or_else(|| RuntimeError::new(format!("no host function {name}")))?;
         let params: Vec<Value> = (func.ty(&self.store).params().iter())
-            .enumerate()
-            .map(|(i, ty)| {
-                let arg = args.get(i).copied().unwrap_or(0);
-                match ty {
-                    Type::I64 => Value::I64(arg),
-                    _ => Value::I32(arg as i32),
-                }
+            .map(|ty| match ty {
+                Type::I64 => Value::I64(arg()),
+                _ => Value::I32(arg() as i32),
             })
             .collect();
         let results = func.call(&mut self.store, &params)?;
