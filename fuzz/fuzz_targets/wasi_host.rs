@@ -24,19 +24,21 @@ const PAGE: i64 = 65536;
 const SCRATCH: u64 = 64 << 10;
 
 /// The mounted directory: a file, a subdirectory with a file, a symlink
-/// inside, one out of it and one to itself. Made once per process, in a
-/// directory of its own under the temporary directory, and left there.
+/// inside, one out of it and one to itself. Made, the same each time, at a
+/// path of its own under the temporary directory, shared by every run.
 fn mount() -> &'static Mount {
     static MOUNT: OnceLock<Mount> = OnceLock::new();
     MOUNT.get_or_init(|| {
-        let dir = std::env::temp_dir().join(format!("wcgid-fuzz-wasi-host-{}", std::process::id()));
-        let _ = std::fs::remove_dir_all(&dir);
+        let dir = std::env::temp_dir().join("wcgid-fuzz-wasi-host");
         std::fs::create_dir_all(dir.join("d")).unwrap();
         std::fs::write(dir.join("a"), b"mounted file\n").unwrap();
         std::fs::write(dir.join("d/b"), vec![b'b'; 5000]).unwrap();
-        std::os::unix::fs::symlink("a", dir.join("in")).unwrap();
-        std::os::unix::fs::symlink("/etc", dir.join("out")).unwrap();
-        std::os::unix::fs::symlink("loop", dir.join("loop")).unwrap();
+        for (link, target) in [("in", "a"), ("out", "/etc"), ("loop", "loop")] {
+            match std::os::unix::fs::symlink(target, dir.join(link)) {
+                Err(e) if e.kind() != std::io::ErrorKind::AlreadyExists => panic!("{link}: {e}"),
+                _ => {}
+            }
+        }
         Mount {
             host: dir,
             guest: "/data".into(),
