@@ -33,6 +33,9 @@ pub use interrupt::Interrupt;
 pub fn memory_reset_method() -> &'static str {
     written::Tracker::method()
 }
+/// Host calls without a guest, for the `wasi_host` fuzz target.
+#[doc(hidden)]
+pub use wasi::fuzzing;
 pub use wasi::snapshot::{Calls, Guest, Initializer};
 pub use wasi::{Outcome, Probe, SCRATCH_DIR, Scalar, Snapshot, Touched};
 

@@ -198,12 +198,16 @@ impl FdTable {
         Ok(self.entries[fd as usize].take().expect("checked by get"))
     }
 
-    /// Moves `from` to `to`, and hands back what `to` held.
-    pub fn renumber(&mut self, from: i32, to: i32) -> Result<Entry> {
+    /// Moves `from` to `to`, and hands back what `to` held; onto itself, as
+    /// `dup2`, nothing moves.
+    pub fn renumber(&mut self, from: i32, to: i32) -> Result<Option<Entry>> {
         self.get(to)?;
         self.get(from)?;
+        if from == to {
+            return Ok(None);
+        }
         let moved = self.entries[from as usize].take();
-        Ok(std::mem::replace(&mut self.entries[to as usize], moved).expect("checked by get"))
+        Ok(std::mem::replace(&mut self.entries[to as usize], moved))
     }
 
     /// Puts what `open` opens at the lowest free descriptor. With none free

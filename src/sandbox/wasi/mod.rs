@@ -10,8 +10,12 @@
 
 mod fs;
 mod funcs;
+#[doc(hidden)]
+pub mod fuzzing;
 mod scratch;
 pub mod snapshot;
+#[cfg(test)]
+mod tests;
 
 use std::sync::Arc;
 
@@ -28,7 +32,7 @@ pub use snapshot::{Probe, Scalar, Snapshot, Touched};
 
 const NAMESPACE: &str = "wasi_snapshot_preview1";
 /// The one import outside WASI that is provided, as a stub: zeroperl's call
-/// into its JavaScript host (see `funcs::call_host_function`).
+/// into its JavaScript host (see `funcs::process::call_host_function`).
 const ZEROPERL_HOST_CALL: &str = "env.call_host_function";
 
 /// How a guest's run ended.
@@ -348,6 +352,16 @@ fn read_bytes<const N: usize>(mem: &MemoryView, ptr: u64) -> Result<[u8; N]> {
     Ok(buf)
 }
 
+/// Whether `len` bytes at `ptr` lie in memory (FAULT if not): checked
+/// before a call has any effect when it writes in several steps, so that
+/// one that faults has none.
+fn in_memory(mem: &MemoryView, ptr: u64, len: usize) -> Result<()> {
+    match ptr.checked_add(len as u64) {
+        Some(end) if end <= mem.data_size() => Ok(()),
+        _ => Err(Errno::FAULT),
+    }
+}
+
 fn write_bytes(mem: &MemoryView, ptr: u64, bytes: &[u8]) -> Result<()> {
     mem.write(ptr, bytes).map_err(|_| Errno::FAULT)
 }
@@ -358,33 +372,4 @@ fn write_u32(mem: &MemoryView, ptr: i32, value: u32) -> Result<()> {
 
 fn write_u64(mem: &MemoryView, ptr: i32, value: u64) -> Result<()> {
     write_bytes(mem, addr(ptr), &value.to_le_bytes())
-}
-
-/// A guest's (c)iovec array: (pointer, length) pairs, at most IOV_MAX of them.
-fn iovecs(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<(u64, usize)>> {
-    let len = len as u32;
-    if len > 1024 {
-        return Err(Errno::INVAL);
-    }
-    let mut raw = vec![0u8; len as usize * 8];
-    mem.read(addr(ptr), &mut raw).map_err(|_| Errno::FAULT)?;
-    Ok(raw
-        .chunks_exact(8)
-        .map(|c| {
-            let base = u32::from_le_bytes([c[0], c[1], c[2], c[3]]);
-            let len = u32::from_le_bytes([c[4], c[5], c[6], c[7]]);
-            (u64::from(base), len as usize)
-        })
-        .collect())
-}
-
-/// A guest string argument (a path), as bytes.
-fn read_path(mem: &MemoryView, ptr: i32, len: i32) -> Result<Vec<u8>> {
-    let len = len as u32 as usize;
-    if len > 4096 {
-        return Err(Errno::NAMETOOLONG);
-    }
-    let mut buf = vec![0u8; len];
-    mem.read(addr(ptr), &mut buf).map_err(|_| Errno::FAULT)?;
-    Ok(buf)
 }
