@@ -351,7 +351,8 @@ impl Conn {
         let mut queued: libc::c_int = 0;
         // SAFETY: TIOCOUTQ (SIOCOUTQ) writes one int through the pointer,
         // which points at one, to the socket's unread bytes; the fd is open
-        // while `self` lives.
+        // while `self` lives. (No safe wrapper exists in nix or libc.)
+        #[allow(unsafe_code)]
         let r = unsafe { libc::ioctl(self.stream.as_raw_fd(), libc::TIOCOUTQ, &mut queued) };
         assert_eq!(r, 0, "SIOCOUTQ: {}", io::Error::last_os_error());
         queued as usize

@@ -1,5 +1,5 @@
 //! Host calls without a guest, for the `wasi_host` fuzz target and the host
-//! functions' tests: a [`Host`] bound to a memory made as an instance's is
+//! functions' tests: a `Host` bound to a memory made as an instance's is
 //! (a pooled reservation, `PROT_NONE` past the memory's end), each call made
 //! through the Wasmer `Function` that a guest's import would get.
 

@@ -8,6 +8,7 @@
 //! Only the functions a module imports are created, per request, from a name
 //! list resolved and type-checked once at load.
 
+mod abi;
 mod fs;
 mod funcs;
 #[doc(hidden)]

@@ -7,7 +7,8 @@ use wasmer::FunctionEnvMut;
 
 use super::COPY_CHUNK;
 use crate::sandbox::Stdio;
-use crate::sandbox::wasi::fs::{self, Base, Entry, filetype, rights};
+use crate::sandbox::wasi::abi::{filetype, rights};
+use crate::sandbox::wasi::fs::{self, Base, Entry};
 use crate::sandbox::wasi::{Errno, Host, Result, addr, with_memory, write_bytes, write_u32, write_u64};
 
 pub(super) fn fd_seek<S: Stdio>(

@@ -27,7 +27,7 @@ const COPY_CHUNK: usize = 64 * 1024;
 /// Makes the one table of host functions: [`NAMES`] and [`host_function`].
 macro_rules! table {
     ($($name:expr => $module:ident::$func:ident,)*) => {
-        /// Every name [`host_function`] answers to.
+        /// Every name `host_function` answers to.
         pub const NAMES: &[&str] = &[$($name),*];
 
         /// The function WASI defines under `name`, bound to `env`, or `None`.

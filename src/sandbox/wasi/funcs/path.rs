@@ -5,6 +5,7 @@
 use wasmer::{FunctionEnvMut, MemoryView};
 
 use crate::sandbox::Stdio;
+use crate::sandbox::wasi::abi;
 use crate::sandbox::wasi::fs::{self, Base};
 use crate::sandbox::wasi::scratch::{NodeId, Tree};
 use crate::sandbox::wasi::{Errno, Host, Result, addr, with_memory, write_bytes, write_u32};
@@ -64,7 +65,7 @@ pub(super) fn path_filestat_get<S: Stdio>(
         let stat = match base {
             Base::Mount(dir) => {
                 let path = fs::guest_path(&path)?;
-                let meta = if flags & fs::LOOKUP_SYMLINK_FOLLOW != 0 {
+                let meta = if flags & abi::LOOKUP_SYMLINK_FOLLOW != 0 {
                     dir.metadata(path)
                 } else {
                     dir.symlink_metadata(path)

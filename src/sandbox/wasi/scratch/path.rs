@@ -6,7 +6,7 @@ use super::{Dir, File, Handle, Kind, NodeId, Opened, Tree};
 use super::{Errno, Result, bytes, new_name, now};
 use super::{FDFLAG_APPEND, FIRST_POSITION, OFLAG_CREAT, OFLAG_DIRECTORY, OFLAG_EXCL, OFLAG_TRUNC, ROOT, rights};
 use super::{FST_ATIM, FST_ATIM_NOW, FST_MTIM, FST_MTIM_NOW};
-use crate::sandbox::wasi::fs::{Dirent, Filestat, dirents, filetype};
+use crate::sandbox::wasi::abi::{Dirent, Filestat, dirents, filetype};
 
 impl Tree {
     /// `path_open`: `oflags` CREAT, EXCL, TRUNC and DIRECTORY; the rights
