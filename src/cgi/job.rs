@@ -30,20 +30,24 @@ const MAX_STDERR_LINE: usize = 4096;
 
 /// A request routed to its program, taking its body.
 pub struct CgiJob {
+    /// Its id, and its line in the access log.
     access: Access,
+    /// The program that answers it.
     app: Arc<App>,
+    /// Its environment, the app's own variables still to be added.
     vars: MetaVars,
+    /// A HEAD request: the guest's body is not sent.
     head_only: bool,
+    /// Takes STDIN as it arrives.
     body: BodyBuilder,
+    /// Stops the guest when the request is given up on or its time is up.
     watch: Rc<dyn Watch>,
     /// Counts the request in flight while it lives, and its end.
     in_flight: InFlight,
 }
 
 impl CgiJob {
-    /// The job of the request `access` follows, routed to `app`: `vars` its
-    /// environment, `head_only` for a HEAD request, its body taken into
-    /// `body`, its guest watched by `watch`.
+    /// The job of a request routed to its app (see the fields).
     pub fn new(
         access: Access,
         app: Arc<App>,

@@ -12,7 +12,9 @@
 //! socket file left by a dead daemon is replaced, a live one is refused, and
 //! the file is removed when the supervisor stops. Under systemd socket
 //! activation the sockets systemd passed are used instead (told apart by
-//! `LISTEN_FDNAMES`), and their files left to systemd.
+//! `LISTEN_FDNAMES`, as sd-notify reads them), and their files left to
+//! systemd. sd-notify gives those sockets as fd numbers: taking ownership
+//! of each is this module's one `unsafe` block.
 
 use std::io;
 use std::os::fd::{FromRawFd, OwnedFd};
