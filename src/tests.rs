@@ -38,9 +38,12 @@ fn sources() -> BTreeMap<String, String> {
                 _ => [prefix, &[name]].concat(),
             };
             let text = std::fs::read_to_string(&path).unwrap();
+            // The tests module, by convention the rest of the file, aside.
             let code: String = text
+                .split("#[cfg(test)]\nmod tests")
+                .next()
+                .unwrap_or_default()
                 .lines()
-                .take_while(|l| l.trim() != "#[cfg(test)]" || !is_tests_module(&text, l))
                 .filter(|l| !l.trim_start().starts_with("//"))
                 .map(|l| format!("{l}\n"))
                 .collect();
@@ -50,13 +53,6 @@ fn sources() -> BTreeMap<String, String> {
     let mut out = BTreeMap::new();
     walk(&Path::new(env!("CARGO_MANIFEST_DIR")).join("src"), &[], &mut out);
     out
-}
-
-/// Whether the `#[cfg(test)]` line `at` in `text` opens the tests module
-/// (the rest of the file), rather than gating one item.
-fn is_tests_module(text: &str, at: &str) -> bool {
-    let after = &text[text.find(at).unwrap() + at.len()..];
-    after.trim_start().starts_with("mod tests")
 }
 
 /// The modules `code`, in `module`, names: `crate::a::b` and `super::x`
